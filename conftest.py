@@ -1,0 +1,48 @@
+"""One Redis server for the whole test session, unit tests and notebooks alike.
+
+nbval's notebook items get no fixtures, so the server is found or started in
+``pytest_configure`` and its URL handed to every kernel through ``REDAI_LAB_REDIS_URL`` (or
+``REDIS_URL`` is left as the user set it). Kernels inherit this process's environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from redai_lab.errors import LabError
+from redai_lab.server import LAB_URL_ENV, RedisServer, find_or_start
+
+_server: RedisServer | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _server
+    try:
+        _server = find_or_start()
+    except LabError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if _server.throwaway:
+        os.environ[LAB_URL_ENV] = _server.url
+    # Keep notebook stderr empty and deterministic: no progress bars, no first-import
+    # font-cache message from matplotlib inside a kernel.
+    os.environ["TQDM_DISABLE"] = "1"
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    import matplotlib.font_manager  # noqa: F401  (builds the font cache once, here)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"redai-lab server: {_server.describe() if _server else 'none'}"
+
+
+@pytest.fixture(scope="session")
+def lab_server() -> RedisServer:
+    """The server started (or found) for the whole test session."""
+    assert _server is not None
+    return _server
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _server is not None:
+        _server.stop()

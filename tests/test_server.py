@@ -1,0 +1,136 @@
+"""The local-binary path of redai_lab.server (the only one that can run without Docker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import redis
+
+from redai_lab import server as lab
+from redai_lab.errors import NoRedisServerError, ServerStartError
+
+
+def _pid_of(url: str) -> int:
+    return int(redis.Redis.from_url(url).info("server")["process_id"])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_dead(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_local_server_is_throwaway_on_loopback_with_modules() -> None:
+    with lab.start_local() as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        assert server.kind == "local" and server.throwaway
+        assert server.url.startswith("redis://127.0.0.1:")
+        assert client.config_get("bind")["bind"] == "127.0.0.1"
+        assert client.config_get("save")["save"] == ""
+        assert client.config_get("appendonly")["appendonly"] == "no"
+        assert int(client.config_get("databases")["databases"]) == lab.LAB_DATABASES
+        assert server.version == client.info("server")["redis_version"]
+        if lab.wheel_modules():
+            assert server.has_module("ReJSON") and server.has_module("bf")
+        workdir = client.config_get("dir")["dir"]
+        pid = _pid_of(server.url)
+    assert _wait_dead(pid)
+    assert not os.path.exists(workdir)
+
+
+def test_two_local_servers_get_different_ports() -> None:
+    with lab.start_local(modules=[]) as one, lab.start_local(modules=[]) as two:
+        assert one.url != two.url
+        assert one.modules == {}
+
+
+def test_server_dies_with_its_parent_process(tmp_path) -> None:
+    """A parent killed with SIGKILL runs no clean-up code; the kernel's PDEATHSIG still works."""
+    script = textwrap.dedent(
+        """
+        import sys, time
+        from redai_lab.server import start_local
+        server = start_local(modules=[])
+        print(server.url, flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    url = parent.stdout.readline().strip()
+    pid = _pid_of(url)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    assert _wait_dead(pid)
+
+
+def test_unloadable_module_is_left_out_not_fatal(tmp_path) -> None:
+    bogus = tmp_path / "not-a-module.so"
+    bogus.write_text("this is not a shared object")
+    with lab.start_local(modules=[bogus]) as server:
+        assert server.modules == {}
+        assert redis.Redis.from_url(server.url).ping()
+
+
+def test_binary_that_fails_is_a_clear_error(tmp_path) -> None:
+    fake = tmp_path / "redis-server"
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(ServerStartError, match="redis-server exited at start"):
+        lab.start_local(str(fake), modules=[])
+
+
+def test_no_server_anywhere_names_every_way_to_get_one(monkeypatch) -> None:
+    for name in (lab.LAB_URL_ENV, lab.USER_URL_ENV, lab.SERVER_BINARY_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(lab, "docker_engine_answers", lambda: False)
+    with pytest.raises(NoRedisServerError) as error:
+        lab.find_or_start()
+    message = str(error.value)
+    for way in ("Docker", "apt install redis-server", "brew install redis", "conda install", "REDIS_URL"):
+        assert way in message
+
+
+def test_bad_binary_variable_is_a_clear_error(monkeypatch) -> None:
+    monkeypatch.setenv(lab.SERVER_BINARY_ENV, "/nonexistent/redis-server")
+    with pytest.raises(NoRedisServerError, match="REDAI_REDIS_SERVER=/nonexistent/redis-server"):
+        lab.find_server_binary()
+
+
+def test_redis_url_is_attached_as_a_server_the_lab_does_not_own(monkeypatch, lab_server) -> None:
+    monkeypatch.delenv(lab.LAB_URL_ENV, raising=False)
+    monkeypatch.setenv(lab.USER_URL_ENV, lab_server.url)
+    found = lab.find_or_start()
+    assert (found.kind, found.throwaway) == ("external", False)
+    assert found.version == lab_server.version
+    found.stop()  # a no-op: the lab did not start it
+    assert redis.Redis.from_url(lab_server.url).ping()
+
+
+def test_docker_engine_absent_here_is_reported_not_raised() -> None:
+    # On machines without an engine this must be a quick False, never an exception.
+    assert lab.docker_engine_answers() in (True, False)
+
+
+def test_redact_hides_passwords() -> None:
+    assert lab.redact("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
+    assert lab.redact("redis://alice:s3cret@host/0") == "redis://alice:***@host/0"
+    assert lab.redact("redis://host:6379/0") == "redis://host:6379/0"
