@@ -51,15 +51,13 @@ class Lesson:
         """The server URL pointing at this lesson's database (for subprocesses, Celery, redis-cli)."""
         return database_url(self.server.url, self.db)
 
-    def cli(self, command: str) -> str:
-        """Run ``command`` through ``redis-cli`` against this lesson's database, print and return it.
+    def cli(self, command: str) -> None:
+        """Run ``command`` through ``redis-cli`` against this lesson's database and print the reply.
 
         The output is redis-cli's interactive format (``(integer) 1``), shown after a
         ``redis>`` prompt, so a reader sees exactly what they would type and get.
         """
-        output = redis_cli(self.url, command)
-        print(f"redis> {command}\n{output}")
-        return output
+        print(f"redis> {command}\n{redis_cli(self.url, command)}")
 
     def finish(self) -> int:
         """Empty the lesson's database and return how many keys it removed."""

@@ -82,8 +82,7 @@ def test_redis_cli_mirror_runs_against_the_lessons_database(lab_server, capsys) 
 
     lesson = start_lesson("08_cli", server=lab_server)
     lesson.client.hset("user:1000", mapping={"name": "John Doe"})
-    output = lesson.cli('HGET user:1000 name')
+    lesson.cli("HGET user:1000 name")
     if shutil.which("redis-cli"):
-        assert output == '"John Doe"'
         assert capsys.readouterr().out == 'redis> HGET user:1000 name\n"John Doe"\n'
     lesson.finish()
