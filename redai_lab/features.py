@@ -21,11 +21,11 @@ def has_command(r: redis.Redis, command: str) -> bool:
     name, _, sub = command.lower().partition("|")
     # COMMAND LIST answers an unknown name with an empty list (COMMAND INFO with a nil that
     # redis-py cannot parse); module commands are listed too.
-    if not r.execute_command("COMMAND", "LIST", "FILTERBY", "PATTERN", name):
+    if not r.command_list(pattern=name):
         return False
     if not sub:
         return True
-    subcommands = r.execute_command("COMMAND", "INFO", name)[name]["subcommands"]
+    subcommands = r.command_info(name)[name]["subcommands"]
     return any(str(entry[0]).lower() == f"{name}|{sub}" for entry in subcommands)
 
 
