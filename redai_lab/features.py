@@ -25,7 +25,7 @@ def has_command(r: redis.Redis, command: str) -> bool:
         return False
     if not sub:
         return True
-    subcommands = r.command_info(name)[name]["subcommands"]
+    subcommands = r.execute_command("COMMAND", "INFO", name)[name]["subcommands"]
     return any(str(entry[0]).lower() == f"{name}|{sub}" for entry in subcommands)
 
 
