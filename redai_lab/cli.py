@@ -57,6 +57,8 @@ def run_start(args: argparse.Namespace) -> int:
         ]
         if args.no_browser:
             command.append("--no-browser")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI machines run as root
+            command.append("--allow-root")
         jupyter = subprocess.Popen(command, env=env)
         # Ctrl-C belongs to JupyterLab (it asks to confirm); the server stops when it exits.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
