@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 import redis
 
-from .features import ensure, has_command, server_version
+from .commanddocs import command_docs
+from .features import has_command, server_version
 
 
 def version(text: str) -> tuple[int, ...]:
@@ -253,17 +254,6 @@ class Mismatch:
         return f"{self.command} {self.what}: the table says {self.table}, the server says {self.server}"
 
 
-def command_docs(r: redis.Redis, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """``COMMAND DOCS`` of ``names`` in one round trip, keyed by upper-case name.
-
-    Commands the server does not know are absent. Works with RESP2 and RESP3 clients
-    (``decode_responses=True``). Needs Redis 7.0 (``MissingFeatureError`` before).
-    """
-    ensure(r, "COMMAND|DOCS", hint="it came with Redis 7.0; run the lab on Redis 7.0 or newer.")
-    reply = r.execute_command("COMMAND DOCS", *(name.lower() for name in names))
-    return {str(name).upper(): _doc(doc) for name, doc in _pairs(reply).items()}
-
-
 def option_since(doc: Mapping[str, Any], option: str) -> str | None:
     """The version that added ``option`` (a token such as ``GET``, else an argument name such
     as ``count``) according to ``doc`` (one command's COMMAND DOCS); None if it has no such option.
@@ -301,12 +291,12 @@ def mismatches(r: redis.Redis, commands: Iterable[Command] = COMMANDS) -> list[M
     that a command the server marks deprecated says what replaces it.
     """
     commands = list(commands)
-    docs = command_docs(r, (c.name for c in commands))
+    docs = command_docs(r, *(c.display_name for c in commands))
     here = server_version(r)
     found: list[Mismatch] = []
     for command in commands:
-        doc = docs.get(command.name)
-        if doc is None:
+        doc = docs[command.display_name]
+        if not doc:  # unknown to this server
             continue
         server_module = str(doc.get("module") or "core")
         if server_module.lower() != (command.module or "core").lower():
@@ -316,8 +306,8 @@ def mismatches(r: redis.Redis, commands: Iterable[Command] = COMMANDS) -> list[M
         if "deprecated" in (doc.get("doc_flags") or []) and command.replaced_by is None:
             found.append(Mismatch(command.name, "deprecated", "nothing replaces it",
                                   f"deprecated, use {doc.get('replaced_by')}"))
-        if command.module is not None or "arguments" not in doc:
-            continue  # module commands: the lessons' options are not versioned by the docs
+        if command.module is not None:
+            continue  # the table lists no options of module commands: their docs do not version them
         for option, added in command.options.items():
             server_added = option_since(doc, option)
             if server_added is None and version(added) <= here:
@@ -359,18 +349,3 @@ def _describe_options(options: Mapping[str, str]) -> str:
         by_version.setdefault(added, []).append(option)
     return ", ".join(f"{' '.join(names)} {added}" for added, names in sorted(by_version.items(),
                                                                          key=lambda item: version(item[0])))
-
-
-def _pairs(reply: Any) -> dict[Any, Any]:
-    """A RESP3 map as it is, or a RESP2 flat ``[key, value, key, value, ...]`` list as a dict."""
-    if isinstance(reply, dict):
-        return reply
-    return dict(zip(reply[::2], reply[1::2]))
-
-
-def _doc(doc: Any) -> dict[str, Any]:
-    """One command's docs (or one argument's) as dicts all the way down, whatever the protocol."""
-    doc = _pairs(doc)
-    if "arguments" in doc:
-        doc["arguments"] = [_doc(argument) for argument in doc["arguments"]]
-    return doc
