@@ -104,3 +104,7 @@ class _stop_on_sigterm:
         raise SystemExit(128 + signum)
 
 
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""`redai-lab server|start|info` as a user runs them: real processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import redis
+
+from redai_lab.server import LAB_URL_ENV, USER_URL_ENV, docker_engine_answers, start_container
+
+CLI = [sys.executable, "-m", "redai_lab.cli"]
+
+
+def _env_without_servers() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop(LAB_URL_ENV, None)
+    env.pop(USER_URL_ENV, None)
+    return env
+
+
+def _wait_dead(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _read_until(process: subprocess.Popen[str], pattern: str, timeout: float = 60) -> re.Match[str]:
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        seen.append(line)
+        if match := re.search(pattern, line):
+            return match
+        if not line and process.poll() is not None:
+            break
+    raise AssertionError(f"no {pattern!r} in output: {''.join(seen)!r}")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_server_command_prints_its_url_and_stops_its_server(stop_signal) -> None:
+    process = subprocess.Popen(
+        CLI + ["server"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=_env_without_servers(),
+    )
+    url = _read_until(process, rf"^export {LAB_URL_ENV}=(\S+)").group(1)
+    client = redis.Redis.from_url(url, decode_responses=True)
+    pid, workdir = int(client.info("server")["process_id"]), client.config_get("dir")["dir"]
+    process.send_signal(stop_signal)
+    assert process.wait(timeout=30) in (0, 128 + stop_signal)
+    assert _wait_dead(pid)
+    assert not os.path.exists(workdir)
+
+
+def test_info_describes_the_server(lab_server) -> None:
+    env = dict(_env_without_servers(), **{LAB_URL_ENV: lab_server.url})
+    result = subprocess.run(CLI + ["info"], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0
+    assert f"Redis {lab_server.version} (lab, throwaway)" in result.stdout
+
+
+def test_errors_are_one_line_and_exit_2() -> None:
+    env = dict(_env_without_servers(), **{USER_URL_ENV: "redis://127.0.0.1:1/0"})
+    result = subprocess.run(CLI + ["info"], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("redai-lab: Cannot reach Redis at redis://127.0.0.1:1/0")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_start_serves_jupyterlab_and_stops_the_server_with_it() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        CLI + ["start", "--no-browser", f"--port={port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env_without_servers(),
+    )
+    try:
+        url = _read_until(process, r"^redai-lab: Redis \S+ \(local, throwaway\) at (\S+);").group(1)
+        redis_pid = int(redis.Redis.from_url(url).info("server")["process_id"])
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "JupyterLab did not answer within 90 s"
+                time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+        assert _wait_dead(redis_pid)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.skipif(not docker_engine_answers(), reason="no Docker engine answers on this machine")
+def test_container_path() -> None:
+    with start_container() as server:
+        assert server.kind == "container" and server.throwaway
+        assert server.version_tuple >= (8,)
+        assert server.has_module("ReJSON") and server.has_module("bf")
+        assert redis.Redis.from_url(server.url).ping()
