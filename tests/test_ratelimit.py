@@ -1,0 +1,191 @@
+"""redai_lab.ratelimit: exact under real concurrency, one round trip per check, a TTL on every key."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from redai_lab import connect
+from redai_lab.ratelimit import GCRA, FixedWindow, RateLimiter, SlidingLog, SlidingWindowCounter, TokenBucket
+
+ALGORITHMS = [FixedWindow, SlidingLog, SlidingWindowCounter, TokenBucket, GCRA]
+algorithms = pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda cls: cls.__name__)
+
+
+def longest_wait(limiter: RateLimiter) -> float:
+    # A full current window of the sliding window counter still weighs on the next one.
+    return 2 * limiter.period if isinstance(limiter, SlidingWindowCounter) else limiter.period
+
+
+def keys_of(r, limiter: RateLimiter) -> list[str]:
+    return sorted(r.scan_iter(match=f"{{rl:{limiter.name}:*", count=1000))
+
+
+@algorithms
+def test_100_threads_racing_a_limit_of_5_admit_exactly_5(algorithm, redis_url) -> None:
+    # A pool big enough for every thread to hold a connection at once: they really race.
+    client = connect(redis_url, max_connections=110)
+    limiter = algorithm(client, "race", limit=5, period=60)
+    start = threading.Barrier(100)
+
+    def request(_: int) -> bool:
+        start.wait()
+        return limiter.hit("alice").allowed
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        admitted = sum(pool.map(request, range(100)))
+    client.close()
+    assert admitted == 5
+
+
+@algorithms
+def test_a_same_second_burst_is_counted_exactly(algorithm, r) -> None:
+    limiter = algorithm(r, "burst", limit=10, period=60)
+    results = [limiter.hit("alice") for _ in range(25)]
+    assert [res.allowed for res in results] == [True] * 10 + [False] * 15
+    assert [res.remaining for res in results[:10]] == list(range(9, -1, -1))
+    assert all(0 < res.retry_after <= longest_wait(limiter) for res in results[10:])
+    assert all(res.retry_after == 0 for res in results[:10])
+
+
+@algorithms
+def test_every_key_written_has_a_ttl(algorithm, r) -> None:
+    limiter = algorithm(r, "ttl", limit=3, period=5)
+    for identity in range(20):
+        for _ in range(5):
+            limiter.hit(f"user{identity}", cost=1 + identity % 3)
+    keys = keys_of(r, limiter)
+    assert len(keys) == 20
+    assert all(r.ttl(key) > 0 for key in keys)
+
+
+@algorithms
+def test_a_rejected_check_writes_nothing(algorithm, r) -> None:
+    limiter = algorithm(r, "nowrite", limit=2, period=60)
+    assert not limiter.hit("alice", cost=3).allowed
+    assert keys_of(r, limiter) == []
+
+
+@algorithms
+def test_cost_above_the_limit_is_refused_for_ever_and_consumes_nothing(algorithm, r) -> None:
+    limiter = algorithm(r, "cost", limit=5, period=60)
+    limiter.hit("alice", cost=2)
+    refused = limiter.hit("alice", cost=6)
+    assert not refused.allowed
+    assert refused.retry_after == math.inf
+    assert refused.remaining == 3
+    assert limiter.hit("alice", cost=3).allowed  # the refused request took nothing
+    assert not limiter.hit("alice").allowed
+
+
+@algorithms
+def test_cost_counts_units(algorithm, r) -> None:
+    limiter = algorithm(r, "units", limit=5, period=60)
+    first = limiter.hit("alice", cost=3)
+    second = limiter.hit("alice", cost=3)
+    assert (first.allowed, first.remaining) == (True, 2)
+    assert (second.allowed, second.remaining) == (False, 2)
+    assert limiter.hit("alice", cost=2).allowed
+
+
+@algorithms
+def test_one_round_trip_per_check(algorithm, round_trips, redis_url) -> None:
+    client = round_trips.client(redis_url)
+    limiter = algorithm(client, "trips", limit=3, period=60)
+    limiter.hit("warm-up")  # the first check ever may load the script (NOSCRIPT, SCRIPT LOAD)
+    with round_trips.measure() as trips:
+        for _ in range(5):
+            limiter.hit("alice")
+    assert trips.count == 5
+
+
+@algorithms
+def test_retry_after_is_honest(algorithm, r) -> None:
+    limiter = algorithm(r, "retry", limit=3, period=0.3)
+    while (result := limiter.hit("alice")).allowed:
+        pass
+    assert 0 < result.retry_after <= longest_wait(limiter)
+    time.sleep(result.retry_after + 0.02)
+    assert limiter.hit("alice").allowed
+
+
+@algorithms
+def test_identities_and_limiters_are_independent(algorithm, r) -> None:
+    one = algorithm(r, "one", limit=1, period=60)
+    two = algorithm(r, "two", limit=1, period=60)
+    assert one.hit("alice").allowed and one.hit("bob").allowed and two.hit("alice").allowed
+    assert not one.hit("alice").allowed
+    one.reset("alice")
+    assert one.hit("alice").allowed
+
+
+@algorithms
+def test_works_with_bytes_replies(algorithm, redis_url) -> None:
+    client = connect(redis_url, decode_responses=False)
+    limiter = algorithm(client, "bytes", limit=2, period=60)
+    assert [limiter.hit(7).allowed for _ in range(3)] == [True, True, False]
+    client.close()
+
+
+def test_keys_of_one_identity_share_a_cluster_slot(r) -> None:
+    limiter = SlidingLog(r, "api", limit=5, period=60)
+    assert limiter.key("user:42") == "{rl:api:user:42}:log"
+
+
+# Simulated time (``now=``): the exact shape of each algorithm, independent of the test's speed.
+def admitted_at(limiter: RateLimiter, times: list[float]) -> list[bool]:
+    return [limiter.hit("sim", now=1_000_000 + t).allowed for t in times]
+
+
+def test_fixed_window_admits_twice_the_limit_across_a_window_edge(r) -> None:
+    limiter = FixedWindow(r, "edge", limit=5, period=10)
+    assert admitted_at(limiter, [9.9] * 6 + [10.0] * 6) == ([True] * 5 + [False]) * 2
+
+
+def test_sliding_log_never_admits_more_than_the_limit_in_any_period(r) -> None:
+    limiter = SlidingLog(r, "edge", limit=5, period=10)
+    assert admitted_at(limiter, [9.9] * 5 + [10.0, 19.8, 19.9]) == [True] * 5 + [False, False, True]
+
+
+def test_sliding_window_counter_weights_the_previous_window(r) -> None:
+    limiter = SlidingWindowCounter(r, "edge", limit=10, period=10)
+    admitted_at(limiter, [5.0] * 10)  # previous window: 10
+    # 2 s into the next window, 80% of the previous count remains: 8, so 2 more fit.
+    assert admitted_at(limiter, [12.0] * 3) == [True, True, False]
+
+
+@pytest.mark.parametrize("algorithm", [TokenBucket, GCRA], ids=lambda cls: cls.__name__)
+def test_token_bucket_and_gcra_refill_at_the_steady_rate(algorithm, r) -> None:
+    limiter = algorithm(r, "rate", limit=5, period=10)  # one request every 2 s after a burst of 5
+    assert admitted_at(limiter, [0] * 6) == [True] * 5 + [False]
+    assert admitted_at(limiter, [1.9, 2.0, 2.1, 4.0]) == [False, True, False, True]
+
+
+def test_gcra_burst_fits_exactly_when_the_interval_is_not_whole(r) -> None:
+    limiter = GCRA(r, "odd", limit=7, period=1)  # 142857.14... µs: rounded up, never short of 7
+    assert admitted_at(limiter, [0] * 8) == [True] * 7 + [False]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "a:b", "limit": 1, "period": 1}, "name"),
+        ({"name": "api", "limit": 0, "period": 1}, "limit"),
+        ({"name": "api", "limit": 2.5, "period": 1}, "limit"),
+        ({"name": "api", "limit": 1, "period": 0}, "period"),
+        ({"name": "api", "limit": 1, "period": 0.0001}, "period"),
+    ],
+)
+def test_bad_parameters_are_refused_with_one_line(kwargs, message, r) -> None:
+    with pytest.raises(ValueError, match=message):
+        GCRA(r, **kwargs)
+
+
+@pytest.mark.parametrize("cost", [0, -1, 1.5, True])
+def test_bad_cost_is_refused(cost, r) -> None:
+    with pytest.raises(ValueError, match="cost"):
+        TokenBucket(r, "api", limit=5, period=1).hit("alice", cost=cost)
