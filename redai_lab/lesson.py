@@ -106,7 +106,7 @@ def redis_cli(url: str, command: str) -> str:
         return "(redis-cli is not installed here: `apt install redis-tools`; the Python above is the same command)"
     result = subprocess.run(
         [binary, "-u", url, "--no-auth-warning", "--no-raw", *shlex.split(command)],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False,
     )
     return (result.stdout + result.stderr).rstrip("\n")
 
@@ -114,7 +114,7 @@ def redis_cli(url: str, command: str) -> str:
 def database_count(client: redis.Redis) -> int:
     """How many logical databases the server has (16 when CONFIG is not allowed)."""
     try:
-        return int(client.config_get("databases")["databases"])
+        return int(str(client.config_get("databases")["databases"]))
     except (redis.ResponseError, KeyError):  # managed services often disable CONFIG
         return 16
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from redai_lab.errors import RefusedToFlushError
 from redai_lab.connection import database_url
+from redai_lab.errors import RefusedToFlushError
 from redai_lab.lesson import ALLOW_FLUSH_ENV, start_lesson
 from redai_lab.server import RedisServer, start_local
 
