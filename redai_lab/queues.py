@@ -1,0 +1,349 @@
+"""Work queues on Redis: a reliable list queue, and the lab's Celery app and worker.
+
+``LPUSH`` + ``BRPOP`` (the seed's queue) hands a task to a consumer and forgets it: a consumer
+that dies after the pop takes the task with it. ``ReliableQueue`` moves the task atomically
+into the consumer's own *processing* list instead (``BLMOVE``), removes it when the consumer
+acknowledges it (``LREM``), and lets anyone ``reap()`` the processing lists of consumers whose
+heartbeat key has expired, putting their tasks back at the head of the queue. Delivery is
+at least once: a task whose consumer is presumed dead may run twice, never zero times, so
+handlers must be idempotent.
+
+``make_celery`` builds a Celery 5 app with Redis as broker and result backend, configured with
+the lowercase setting names (the seed's uppercase ones are partly ignored, see lesson 20);
+``demo_app`` adds the lesson's tasks and ``start_worker`` runs a real ``celery worker`` process
+on them (``redai_lab.celery_demo`` is its ``-A`` module).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery, Task
+
+from .connection import connect
+from .errors import LabError
+from .server import _die_with_parent
+
+# A dead consumer's tasks go back to the *right* end of the pending list, where consumers take
+# from, oldest first; the whole move is atomic and only happens if the heartbeat is gone.
+_REAP = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local moved = 0
+while redis.call('LMOVE', KEYS[2], KEYS[3], 'LEFT', 'RIGHT') do moved = moved + 1 end
+redis.call('SREM', KEYS[4], ARGV[1])
+return moved
+"""
+
+
+class ReliableQueue:
+    """A FIFO queue on Redis lists where no task is lost when a consumer dies.
+
+    Keys (all prefixed with ``name``): ``:pending`` (list, producers ``LPUSH``, consumers take
+    from the right), ``:processing:<consumer>`` (list, the tasks a consumer holds),
+    ``:alive:<consumer>`` (the heartbeat, a string with a TTL) and ``:consumers`` (set of the
+    consumers that may hold tasks, so ``reap`` needs no ``SCAN``). For Redis Cluster, put the
+    name in a hash tag (``"{jobs}"``) so that every key lives in one slot.
+
+    One instance is one consumer: it handles one task at a time, calls ``claim`` then ``ack``,
+    and ``heartbeat`` during tasks that may outlast ``heartbeat_ttl``.
+    """
+
+    def __init__(
+        self, client: redis.Redis, name: str, *, consumer: str | None = None, heartbeat_ttl: float = 10.0
+    ) -> None:
+        if not name:
+            raise ValueError("ReliableQueue needs a non-empty name, e.g. ReliableQueue(r, '20_queues:jobs').")
+        if heartbeat_ttl <= 0:
+            raise ValueError(f"heartbeat_ttl must be > 0 seconds, got {heartbeat_ttl!r}.")
+        self.client = client
+        self.name = name
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.heartbeat_ttl = heartbeat_ttl
+        self.pending = f"{name}:pending"
+        self.consumers = f"{name}:consumers"
+        self.processing = self.processing_key(self.consumer)
+        self._reap = client.register_script(_REAP)
+
+    def processing_key(self, consumer: str) -> str:
+        return f"{self.name}:processing:{consumer}"
+
+    def alive_key(self, consumer: str) -> str:
+        return f"{self.name}:alive:{consumer}"
+
+    def push(self, *tasks: str) -> int:
+        """Enqueue ``tasks`` (first one out first); return the queue's length. One round trip."""
+        if not tasks:
+            raise ValueError("push() needs at least one task.")
+        return int(self.client.lpush(self.pending, *tasks))
+
+    def claim(self, block: float | None = None) -> str | None:
+        """Take the oldest task into this consumer's processing list, or None if there is none.
+
+        ``block`` waits up to that many seconds for a task (``BLMOVE``); it must be shorter than
+        the heartbeat TTL (else the consumer looks dead while it waits) and than the client's
+        socket timeout (else the client gives up on a reply that may carry a task). One round
+        trip: the heartbeat and the move go in one pipeline.
+        """
+        if block is not None:
+            self._check_block(block)
+        pipe = self.client.pipeline(transaction=False)
+        self._beat(pipe)
+        if block is None:
+            pipe.lmove(self.pending, self.processing, "RIGHT", "LEFT")
+        else:
+            pipe.blmove(self.pending, self.processing, block, "RIGHT", "LEFT")
+        task: str | None = pipe.execute()[-1]
+        return task
+
+    def ack(self, task: str) -> bool:
+        """Mark ``task`` done. False when it was no longer held (a reaper took it: it may run again)."""
+        return bool(self.client.lrem(self.processing, 1, task))
+
+    def heartbeat(self) -> None:
+        """Tell reapers this consumer is alive for another ``heartbeat_ttl`` seconds."""
+        pipe = self.client.pipeline(transaction=False)
+        self._beat(pipe)
+        pipe.execute()
+
+    def release(self) -> int:
+        """Give this consumer's unfinished tasks back to the queue (clean shutdown); return how many."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(self.alive_key(self.consumer))
+        pipe.execute()
+        return max(0, self._reap_one(self.consumer))
+
+    def reap(self) -> dict[str, int]:
+        """Requeue the tasks of every consumer whose heartbeat expired; return {consumer: tasks}.
+
+        Two round trips when every consumer is alive, plus one per dead consumer.
+        """
+        consumers = sorted(self.client.smembers(self.consumers))
+        if not consumers:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for consumer in consumers:
+            pipe.exists(self.alive_key(consumer))
+        alive = pipe.execute()
+        reaped = {}
+        for consumer, is_alive in zip(consumers, alive):
+            # The script checks the heartbeat again: it may have come back since.
+            if not is_alive and (moved := self._reap_one(consumer)) >= 0:
+                reaped[consumer] = moved
+        return reaped
+
+    def depth(self) -> dict[str, int]:
+        """Tasks waiting and tasks held by consumers (what a dashboard should show)."""
+        consumers = sorted(self.client.smembers(self.consumers))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(self.pending)
+        for consumer in consumers:
+            pipe.llen(self.processing_key(consumer))
+        pending, *held = pipe.execute()
+        return {"pending": int(pending), "processing": int(sum(held))}
+
+    def _beat(self, pipe: Any) -> None:
+        pipe.set(self.alive_key(self.consumer), 1, px=int(self.heartbeat_ttl * 1000))
+        pipe.sadd(self.consumers, self.consumer)
+
+    def _reap_one(self, consumer: str) -> int:
+        keys = [self.alive_key(consumer), self.processing_key(consumer), self.pending, self.consumers]
+        return int(self._reap(keys=keys, args=[consumer]))
+
+    def _check_block(self, block: float) -> None:
+        socket_timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        if block <= 0:
+            raise ValueError(f"block must be > 0 seconds (or None for no wait), got {block!r}.")
+        if block >= self.heartbeat_ttl:
+            raise ValueError(
+                f"block={block}s must be shorter than heartbeat_ttl={self.heartbeat_ttl}s, "
+                f"or a waiting consumer looks dead to reapers."
+            )
+        if socket_timeout is not None and block >= socket_timeout:
+            raise ValueError(
+                f"block={block}s must be shorter than the client's socket_timeout={socket_timeout}s, "
+                f"or the client abandons a reply that may carry a task."
+            )
+
+
+# --- Celery -----------------------------------------------------------------------------------
+
+CELERY_URL_ENV = "REDAI_LAB_CELERY_URL"
+# Celery reads these environment variables *before* its configuration: they would silently
+# point a worker elsewhere, so the lab's worker never inherits them.
+CELERY_ENV_OVERRIDES = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CELERY_BROKER_READ_URL",
+                        "CELERY_BROKER_WRITE_URL")
+
+
+def celery_config(
+    url: str,
+    *,
+    visibility_timeout: float = 3600,
+    result_expires: int = 3600,
+    transport_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Celery 5 settings (lowercase names) for Redis as broker and result backend at ``url``.
+
+    ``visibility_timeout`` is how long a delivered but unacknowledged task waits before it is
+    given to another worker: longer than the longest task *and* the longest countdown/ETA.
+    """
+    return {
+        "broker_url": url,
+        "result_backend": url,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_expires": result_expires,
+        "broker_pool_limit": 10,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {"visibility_timeout": visibility_timeout, **(transport_options or {})},
+        # Acknowledge after the task ran, so a worker killed mid-task does not lose it...
+        "task_acks_late": True,
+        # ...and reserve one task at a time, so a dead worker strands one task, not a batch.
+        "worker_prefetch_multiplier": 1,
+        # With acks_late a task survives a lost connection: cancel it rather than run it twice.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "redis_max_connections": 50,
+    }
+
+
+def make_celery(url: str, *, main: str = "redai_lab", **options: Any) -> Celery:
+    """A Celery app on Redis at ``url`` configured by ``celery_config(url, **options)``."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError(f"make_celery needs a Redis URL (redis://host:port/db, rediss://, unix://), got {url!r}.")
+    app = Celery(main)
+    app.config_from_object(celery_config(url, **options))
+    return app
+
+
+def demo_app(url: str) -> Celery:
+    """The lesson's app: small timeouts so that a killed worker's task returns in seconds.
+
+    Tasks: ``demo.add(x, y)``; ``demo.flaky(failures)``, which fails and retries (1 s
+    countdown) ``failures`` times, then returns its retry count; ``demo.slow(key, seconds)``,
+    which appends the worker's name to ``<key>:started``, sleeps, then to ``<key>:done``.
+    """
+    app = make_celery(
+        url,
+        main="redai_lab.demo",
+        visibility_timeout=3,
+        result_expires=600,
+        # kombu looks for expired deliveries every 10 s, acting on one look in 10: every second here.
+        transport_options={"unacked_restore_interval": 1, "unacked_restore_throttle": 1},
+    )
+    # No remote control (`celery inspect`, `control`): the lesson's workers need no broadcast channel.
+    app.conf.worker_enable_remote_control = False
+    clients: list[redis.Redis] = []
+
+    def client() -> redis.Redis:
+        if not clients:
+            clients.append(connect(url))
+        return clients[0]
+
+    @app.task(name="demo.add", shared=False)
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @app.task(name="demo.flaky", bind=True, max_retries=5, shared=False)
+    def flaky(self: Task, failures: int) -> int:
+        if self.request.retries < failures:
+            raise self.retry(exc=ConnectionError("upstream unavailable"), countdown=1)
+        return int(self.request.retries)
+
+    @app.task(name="demo.slow", bind=True, shared=False)
+    def slow(self: Task, key: str, seconds: float) -> str:
+        worker = str(self.request.hostname)
+        client().rpush(f"{key}:started", worker)
+        time.sleep(seconds)
+        client().rpush(f"{key}:done", worker)
+        return worker
+
+    return app
+
+
+class CeleryWorker:
+    """A running ``celery worker`` process of ``demo_app``; ``stop()`` it (or use ``with``)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], name: str, log_path: Path) -> None:
+        self.process = process
+        self.name = name
+        self.log_path = log_path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        """Everything the worker wrote so far (banner, log lines, tracebacks)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self) -> int:
+        """SIGKILL: the worker dies at once, as in a crash or an OOM kill; return its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+        return self.process.wait()
+
+    def stop(self, timeout: float = 15) -> int:
+        """Warm shutdown (SIGTERM: finish the running task), SIGKILL after ``timeout``; remove the log."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log_path.unlink(missing_ok=True)
+        return int(self.process.returncode)
+
+    def __enter__(self) -> CeleryWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_worker(
+    url: str, *, name: str = "worker", pool: str = "solo", concurrency: int = 1, timeout: float = 30
+) -> CeleryWorker:
+    """Start ``celery -A redai_lab.celery_demo worker`` on ``url`` and wait until it consumes.
+
+    Its hostname is ``<name>@redai-lab``. Output goes to a temporary log file (``.log()``),
+    never to the caller's stdout/stderr.
+    """
+    if pool not in ("solo", "threads", "prefork"):
+        raise ValueError(f"pool must be 'solo', 'threads' or 'prefork', got {pool!r}.")
+    env = {key: value for key, value in os.environ.items() if key not in CELERY_ENV_OVERRIDES}
+    env[CELERY_URL_ENV] = url
+    log_fd, log_name = tempfile.mkstemp(prefix=f"redai-lab-celery-{name}-", suffix=".log")
+    hostname = f"{name}@redai-lab"
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "redai_lab.celery_demo", "worker",
+            f"--hostname={hostname}", f"--pool={pool}", f"--concurrency={concurrency}", "--loglevel=INFO",
+            # No broadcast traffic: the lesson's worker talks to its own queue only.
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ],
+        stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT, env=env,
+        start_new_session=True, preexec_fn=_die_with_parent,
+    )
+    os.close(log_fd)
+    worker = CeleryWorker(process, hostname, Path(log_name))
+    deadline = time.monotonic() + timeout
+    while f"{hostname} ready." not in worker.log():
+        if process.poll() is not None or time.monotonic() > deadline:
+            last = worker.log().strip().splitlines()[-3:]
+            worker.stop(timeout=0)
+            raise LabError(f"celery worker {hostname} did not start: {' | '.join(last) or 'no output'}")
+        time.sleep(0.05)
+    return worker
