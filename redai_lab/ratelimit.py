@@ -79,8 +79,11 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+-- Numbers are written as '%.17g' text: exact, and the same on every Redis version (newer ones
+-- would turn 1.7e15 into '1.7e+15', which PEXPIRE refuses and lessons would print differently).
+local function num(x) return string.format('%.17g', x) end
 -- PEXPIRE takes whole milliseconds, and 0 would delete the key at once.
-local function ms(us) return math.max(1, math.ceil(us / 1000)) end
+local function ms(us) return num(math.max(1, math.ceil(us / 1000))) end
 """
 
 
@@ -158,7 +161,7 @@ if cost > limit then return {0, limit - used, -1, reset} end
 if used + cost > limit then return {0, limit - used, reset, reset} end
 -- The window's start is stored with its count: a count from an older window never leaks in,
 -- even in the microseconds between the window's end and the key's expiry.
-redis.call('HSET', KEYS[1], 'window', start, 'count', used + cost)
+redis.call('HSET', KEYS[1], 'window', num(start), 'count', num(used + cost))
 redis.call('PEXPIRE', KEYS[1], ms(reset))
 return {1, limit - used - cost, 0, reset}
 """
@@ -186,7 +189,7 @@ if used + cost > limit then
   return {0, limit - used, tonumber(oldest[2]) + period - now, reset_after()}
 end
 for i = 1, cost do
-  redis.call('ZADD', KEYS[1], now, ARGV[5] .. ':' .. i)
+  redis.call('ZADD', KEYS[1], num(now), ARGV[5] .. ':' .. i)
 end
 redis.call('PEXPIRE', KEYS[1], ms(period))
 return {1, limit - used - cost, 0, period}
@@ -231,7 +234,7 @@ if used + cost > limit then
   end
   return {0, math.floor(limit - used), math.max(1, retry), reset_after(current, previous)}
 end
-redis.call('HSET', KEYS[1], 'window', start, 'current', current + cost, 'previous', previous)
+redis.call('HSET', KEYS[1], 'window', num(start), 'current', num(current + cost), 'previous', num(previous))
 -- this window's count matters until the end of the next one
 redis.call('PEXPIRE', KEYS[1], ms(start + 2 * period - now))
 return {1, math.floor(limit - used - cost), 0, reset_after(current + cost, previous)}
@@ -255,7 +258,7 @@ local function refill(missing) return math.ceil(missing * period / limit) end
 if cost > limit then return {0, math.floor(tokens), -1, refill(limit - tokens)} end
 if tokens < cost then return {0, math.floor(tokens), refill(cost - tokens), refill(limit - tokens)} end
 tokens = tokens - cost
-redis.call('HSET', KEYS[1], 'tokens', tokens, 'time', now)
+redis.call('HSET', KEYS[1], 'tokens', num(tokens), 'time', num(now))
 -- once full again the bucket equals a missing key, so the key may go then
 redis.call('PEXPIRE', KEYS[1], ms(refill(limit - tokens)))
 return {1, math.floor(tokens), 0, refill(limit - tokens)}
@@ -281,6 +284,6 @@ if cost > limit then return {0, math.floor((burst - (tat - now)) / interval), -1
 if new_tat - now > burst then
   return {0, math.floor((burst - (tat - now)) / interval), new_tat - burst - now, tat - now}
 end
-redis.call('SET', KEYS[1], new_tat, 'PX', ms(new_tat - now))
+redis.call('SET', KEYS[1], num(new_tat), 'PX', ms(new_tat - now))
 return {1, math.floor((burst - (new_tat - now)) / interval), 0, new_tat - now}
 """

@@ -1,0 +1,387 @@
+"""Distributed locks on one Redis: a lock, fencing tokens, and a counting semaphore.
+
+    with Lock(r, "report:daily", ttl=30, timeout=5) as lock:   # LockTimeoutError after 5 s
+        storage.write(result, lock.fencing_token)                # stale holders are refused
+
+* ``Lock``: ``SET key token NX PX ttl`` with a 128-bit random token; release and extend are
+  compare-and-delete / compare-and-pexpire Lua scripts, so only the owner can do either, and
+  ``LockNotOwnedError`` says when the caller is no longer the owner. Each acquire also returns a
+  fencing token (``INCR``, in the same script and round trip).
+* ``FencedStorage``: a value that refuses writes carrying an older fencing token than the newest
+  it has seen. A lock alone cannot protect a resource from a holder that paused past its TTL;
+  the resource checking the token can.
+* ``Semaphore``: at most ``limit`` holders at once; a sorted set of holder tokens scored by their
+  expiry, expired holders pruned in the same script that admits a new one.
+
+Blocking acquires wait with exponential backoff and jitter until a deadline on
+``time.monotonic()``. Every acquire attempt, release and extend is one round trip (``EVALSHA``).
+
+These give mutual exclusion on one Redis server while it stays up. Replication is asynchronous:
+after a failover the new primary may not know a lock was taken. See the lesson
+``16_distributed_locks`` for what that means and where Redlock and fencing fit.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import threading
+import time
+from types import EllipsisType, TracebackType
+from typing import TYPE_CHECKING
+
+import redis
+
+from .connection import connect
+from .errors import LabError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
+
+__all__ = [
+    "FencedStorage",
+    "Lock",
+    "LockError",
+    "LockNotOwnedError",
+    "LockTimeoutError",
+    "Semaphore",
+    "StaleTokenError",
+    "contend",
+]
+
+
+class LockError(LabError):
+    """Base class of the errors of this module."""
+
+
+class LockNotOwnedError(LockError):
+    """Release or extend by a caller that does not hold the lock (any more)."""
+
+
+class LockTimeoutError(LockError):
+    """A ``with`` block could not acquire the lock before its timeout."""
+
+
+class StaleTokenError(LockError):
+    """``FencedStorage`` refused a write whose fencing token is older than one it has seen."""
+
+
+# Waiters sleep between attempts: the sleep doubles from BACKOFF_FIRST up to BACKOFF_MAX, and
+# each one is drawn from [d/2, d] ("equal jitter") so waiters spread out instead of retrying in
+# step, and never spin.
+BACKOFF_FIRST = 0.002
+BACKOFF_MAX = 0.1
+_jitter = random.SystemRandom()  # from os.urandom: forked processes do not share a sequence
+
+
+class _Lease:
+    """What ``Lock`` and ``Semaphore`` share: a fresh token per acquisition, a blocking acquire
+    with a deadline and backoff, owner-only release and extend, optional auto-renewal, and the
+    context manager. Subclasses implement the three one-round-trip steps."""
+
+    kind = "lease"
+
+    def __init__(self, r: redis.Redis, name: str, *, ttl: float, timeout: float | None, auto_renew: bool) -> None:
+        if not name:
+            raise ValueError(f"A {self.kind} needs a non-empty name.")
+        if not ttl >= 0.001:
+            raise ValueError(f"ttl must be at least 0.001 seconds, not {ttl!r}: every holder must expire.")
+        if timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0 seconds (or None to wait for ever), not {timeout!r}.")
+        self.r = r
+        self.name = name
+        self.ttl = ttl
+        self.timeout = timeout
+        self.auto_renew = auto_renew
+        self.token: str | None = None
+        self._renewer: threading.Thread | None = None
+        self._stop_renewing = threading.Event()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, ttl={self.ttl}, held={self.token is not None})"
+
+    # One round trip each; True when it happened (owner, free slot).
+    def _try_acquire(self, token: str) -> bool:
+        raise NotImplementedError
+
+    def _release(self, token: str) -> bool:
+        raise NotImplementedError
+
+    def _extend(self, token: str, ttl_ms: int) -> bool:
+        raise NotImplementedError
+
+    def acquire(self, *, blocking: bool = True, timeout: float | None | EllipsisType = ...) -> bool:
+        """Take it: True once held, False when not free (``blocking=False``) or at the deadline.
+
+        ``timeout`` (seconds; ``...``: the constructor's; None waits for ever) is measured on
+        ``time.monotonic()``, and False comes only once it has fully passed.
+        """
+        if self.token is not None:
+            raise LockError(
+                f"{self!r} is already held by this object and is not reentrant: release it first, "
+                f"or use one {type(self).__name__} object per holder."
+            )
+        if timeout is ...:
+            timeout = self.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        token = secrets.token_hex(16)  # 128 random bits: no other holder can guess or repeat it
+        delay = BACKOFF_FIRST
+        while not self._try_acquire(token):
+            left = None if deadline is None else deadline - time.monotonic()
+            if not blocking or (left is not None and left <= 0):
+                return False
+            pause = _jitter.uniform(delay / 2, delay)
+            time.sleep(pause if left is None else min(pause, left))
+            delay = min(BACKOFF_MAX, delay * 2)
+        self.token = token
+        if self.auto_renew:
+            self._start_renewing(token)
+        return True
+
+    def release(self) -> None:
+        """Give it back; ``LockNotOwnedError`` if it expired (and maybe went to another holder)."""
+        token = self.token
+        if token is None:
+            raise LockNotOwnedError(f"{self!r} was not acquired by this object (or was already released).")
+        self.token = None
+        self._stop_renewer()
+        if not self._release(token):
+            raise LockNotOwnedError(self._lost(token))
+
+    def extend(self, ttl: float | None = None) -> None:
+        """Reset the time left to ``ttl`` (default: the constructor's) if still the owner."""
+        token = self.token
+        if token is None:
+            raise LockNotOwnedError(f"{self!r} was not acquired by this object (or was already released).")
+        if not self._extend(token, _ms(self.ttl if ttl is None else ttl)):
+            raise LockNotOwnedError(self._lost(token))
+
+    def _lost(self, token: str) -> str:
+        return (
+            f"{type(self).__name__} {self.name!r} is no longer held by token {token[:8]}...: its ttl of "
+            f"{self.ttl}s ran out and another holder may have it. Use a ttl longer than the work, or "
+            f"auto_renew=True, and fencing tokens to protect the resource."
+        )
+
+    def _start_renewing(self, token: str) -> None:
+        self._stop_renewing.clear()
+        self._renewer = threading.Thread(
+            target=self._renew, args=(token,), name=f"renew-{self.name}", daemon=True
+        )
+        self._renewer.start()
+
+    def _renew(self, token: str) -> None:
+        # Renew at a third of the ttl: one failed attempt (a network blip) still leaves time.
+        while not self._stop_renewing.wait(self.ttl / 3):
+            try:
+                if not self._extend(token, _ms(self.ttl)):
+                    return  # lost it: release() will say so
+            except redis.RedisError:
+                continue
+
+    def _stop_renewer(self) -> None:
+        if self._renewer is not None:
+            self._stop_renewing.set()
+            self._renewer.join()
+            self._renewer = None
+
+    def __enter__(self) -> Self:
+        if not self.acquire():
+            raise LockTimeoutError(
+                f"Could not acquire {type(self).__name__} {self.name!r} within {self.timeout}s: another "
+                f"holder has it. Wait longer (timeout=...) or find the holder that does not release."
+            )
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class Lock(_Lease):
+    """A mutual-exclusion lock named ``name``, held for at most ``ttl`` seconds unless extended.
+
+    ``timeout``: how long ``acquire()`` and ``with`` wait by default (None: for ever).
+    ``auto_renew``: a daemon thread extends the lock every ``ttl / 3`` while held, so a holder
+    that is alive keeps it and one that died loses it within ``ttl``. Use one object per holder.
+    """
+
+    kind = "lock"
+
+    # KEYS: lock, fencing counter. ARGV: token, ttl (ms). Returns the fencing token, 0 when taken.
+    ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+return 0
+"""
+    # KEYS: lock. ARGV: token. Compare-and-delete: only the owner's token deletes.
+    RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+    # KEYS: lock. ARGV: token, ttl (ms). Compare-and-pexpire.
+    EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+    def __init__(
+        self, r: redis.Redis, name: str, *, ttl: float = 10.0, timeout: float | None = 10.0,
+        auto_renew: bool = False,
+    ) -> None:
+        super().__init__(r, name, ttl=ttl, timeout=timeout, auto_renew=auto_renew)
+        self.key = f"{{lock:{name}}}"
+        # The fencing counter has no TTL on purpose: if it expired, tokens would start again at 1
+        # and every new holder would look stale. Same hash tag: one Cluster slot, one script.
+        self.fence_key = f"{{lock:{name}}}:fence"
+        self.fencing_token: int | None = None
+        self._acquire_script = r.register_script(self.ACQUIRE)
+        self._release_script = r.register_script(self.RELEASE)
+        self._extend_script = r.register_script(self.EXTEND)
+
+    def _try_acquire(self, token: str) -> bool:
+        fence = int(self._acquire_script(keys=[self.key, self.fence_key], args=[token, _ms(self.ttl)]))
+        if fence:
+            self.fencing_token = fence
+        return bool(fence)
+
+    def _release(self, token: str) -> bool:
+        return bool(self._release_script(keys=[self.key], args=[token]))
+
+    def _extend(self, token: str, ttl_ms: int) -> bool:
+        return bool(self._extend_script(keys=[self.key], args=[token, ttl_ms]))
+
+    def locked(self) -> bool:
+        """True when anyone holds the lock."""
+        return bool(self.r.exists(self.key))
+
+    def owned(self) -> bool:
+        """True when this object holds the lock (one GET)."""
+        value = self.r.get(self.key)
+        return self.token is not None and value in (self.token, self.token.encode())
+
+
+class FencedStorage:
+    """A value in Redis that accepts a write only with a fencing token at least as new as the
+    newest it has accepted: a holder whose lock expired while it paused is refused, because a
+    newer holder has written since. (No TTL: it stands for the protected resource itself.)"""
+
+    # KEYS: the storage hash. ARGV: token, value. Returns 0 when written, else the newest token.
+    WRITE = """
+local newest = tonumber(redis.call('HGET', KEYS[1], 'token'))
+if newest and tonumber(ARGV[1]) < newest then return newest end
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'value', ARGV[2])
+return 0
+"""
+
+    def __init__(self, r: redis.Redis, name: str) -> None:
+        self.r = r
+        self.name = name
+        self.key = f"{{fenced:{name}}}"
+        self._write = r.register_script(self.WRITE)
+
+    def write(self, value: str, token: int) -> None:
+        """Store ``value`` written under fencing token ``token``; ``StaleTokenError`` if stale."""
+        newest = int(self._write(keys=[self.key], args=[token, value]))
+        if newest:
+            raise StaleTokenError(
+                f"Write to {self.name!r} with fencing token {token} refused: token {newest} has "
+                f"written already, so this writer's lock expired and another holder took it."
+            )
+
+    def read(self) -> str | None:
+        value = self.r.hget(self.key, "value")
+        return value.decode() if isinstance(value, bytes) else value
+
+
+class Semaphore(_Lease):
+    """At most ``limit`` holders of ``name`` at once, each for ``ttl`` seconds unless extended.
+
+    Holders are a sorted set: token -> expiry (server milliseconds). Each script first prunes the
+    expired holders, so a crashed holder frees its slot after ``ttl``. Not fair: a waiter that
+    retries at the right moment can pass one that has waited longer.
+    """
+
+    kind = "semaphore"
+
+    # Shared prologue: the server's clock in ms, and the expired holders pruned.
+    _PRUNE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+-- the set itself expires with its longest-lived holder
+local function expire_with_last_holder()
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', KEYS[1], string.format('%d', tonumber(last[2])))
+end
+"""
+    # ARGV: token, ttl (ms), limit. Returns 1 when admitted.
+    ACQUIRE = _PRUNE + """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
+expire_with_last_holder()
+return 1
+"""
+    # ARGV: token. An expired holder was pruned above, so it cannot release.
+    RELEASE = _PRUNE + """
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+    # ARGV: token, ttl (ms).
+    EXTEND = _PRUNE + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], 'XX', string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
+expire_with_last_holder()
+return 1
+"""
+
+    def __init__(
+        self, r: redis.Redis, name: str, limit: int, *, ttl: float = 10.0, timeout: float | None = 10.0,
+        auto_renew: bool = False,
+    ) -> None:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"A semaphore's limit must be a whole number of holders >= 1, not {limit!r}.")
+        super().__init__(r, name, ttl=ttl, timeout=timeout, auto_renew=auto_renew)
+        self.limit = limit
+        self.key = f"{{sem:{name}}}"
+        self._acquire_script = r.register_script(self.ACQUIRE)
+        self._release_script = r.register_script(self.RELEASE)
+        self._extend_script = r.register_script(self.EXTEND)
+
+    def _try_acquire(self, token: str) -> bool:
+        return bool(self._acquire_script(keys=[self.key], args=[token, _ms(self.ttl), self.limit]))
+
+    def _release(self, token: str) -> bool:
+        return bool(self._release_script(keys=[self.key], args=[token]))
+
+    def _extend(self, token: str, ttl_ms: int) -> bool:
+        return bool(self._extend_script(keys=[self.key], args=[token, ttl_ms]))
+
+
+def contend(url: str, name: str, *, hold: float = 0.0, locked: bool = True) -> None:
+    """One contending process of the lessons and tests (a picklable entry point).
+
+    Under ``Lock(name)`` (or with no lock when ``locked`` is False): read the counter
+    ``{name}:counter``, wait ``hold`` seconds, write it back plus one, and append
+    ``"start end fence"`` (``time.monotonic_ns()``, the same clock for every process on one
+    machine) to the list ``{name}:sections``. With a working lock the sections never overlap
+    and no increment is lost.
+    """
+    r = connect(url)
+    lock = Lock(r, name, ttl=30, timeout=60)
+    if locked and not lock.acquire():
+        raise LockTimeoutError(f"contend: lock {name!r} not acquired within 60s")
+    start = time.monotonic_ns()
+    count = int(r.get(f"{name}:counter") or 0)
+    time.sleep(hold)
+    r.set(f"{name}:counter", count + 1)
+    end = time.monotonic_ns()
+    r.rpush(f"{name}:sections", f"{start} {end} {lock.fencing_token or 0}")
+    if locked:
+        lock.release()
+    r.close()

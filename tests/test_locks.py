@@ -1,0 +1,261 @@
+"""redai_lab.locks: mutual exclusion across real processes, owner-only release, deadlines,
+renewal, fencing, and a semaphore that never over-admits."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from redai_lab import connect
+from redai_lab.locks import (
+    FencedStorage,
+    Lock,
+    LockError,
+    LockNotOwnedError,
+    LockTimeoutError,
+    Semaphore,
+    StaleTokenError,
+    contend,
+)
+
+
+def wait_until_gone(r, key: str) -> None:
+    """Let a short TTL run out for real (bounded, so a bug fails instead of hanging)."""
+    for _ in range(200):
+        if not r.exists(key):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{key} did not expire")
+
+
+def test_100_processes_critical_sections_never_overlap(r, redis_url) -> None:
+    # forkserver: children fork from a clean server process (no threads copied), and
+    # redai_lab.locks is imported once there rather than in each of the 100 children.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["redai_lab.locks"])
+    processes = [context.Process(target=contend, args=(redis_url, "proc")) for _ in range(100)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0] * 100
+
+    sections = sorted(tuple(map(int, entry.split())) for entry in r.lrange("proc:sections", 0, -1))
+    assert len(sections) == 100
+    # Sorted by start, each section ends before the next one starts: no two ever overlap.
+    assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(sections))
+    # Each holder got a larger fencing token than the one before it.
+    assert [fence for _, _, fence in sections] == list(range(1, 101))
+    assert r.get("proc:counter") == "100"  # no lost increment
+    assert not r.exists("{lock:proc}")
+
+
+def test_a_holder_whose_lock_expired_and_was_taken_can_neither_release_nor_extend(r) -> None:
+    first = Lock(r, "job", ttl=0.05)
+    assert first.acquire()
+    wait_until_gone(r, first.key)
+    second = Lock(r, "job", ttl=10)
+    assert second.acquire(blocking=False)
+    with pytest.raises(LockNotOwnedError, match="ran out"):
+        first.extend()
+    with pytest.raises(LockNotOwnedError, match="ran out"):
+        first.release()
+    assert second.owned() and r.pttl(second.key) > 5000  # untouched
+    second.release()
+
+
+def test_an_expired_lock_nobody_took_is_not_owned_either(r) -> None:
+    lock = Lock(r, "job", ttl=0.05)
+    lock.acquire()
+    wait_until_gone(r, lock.key)
+    with pytest.raises(LockNotOwnedError):
+        lock.release()
+
+
+def test_blocking_acquire_gives_up_only_after_its_timeout(r) -> None:
+    holder = Lock(r, "busy", ttl=10)
+    holder.acquire()
+    waiter = Lock(r, "busy", timeout=0.3)
+    started = time.monotonic()
+    assert waiter.acquire() is False
+    assert 0.3 <= time.monotonic() - started < 10
+    started = time.monotonic()
+    with pytest.raises(LockTimeoutError, match="within 0.2s"), Lock(r, "busy", timeout=0.2):
+        pass
+    assert time.monotonic() - started >= 0.2
+    holder.release()
+
+
+def test_blocking_acquire_gets_the_lock_once_released(r) -> None:
+    holder = Lock(r, "handoff", ttl=10)
+    holder.acquire()
+    threading.Timer(0.1, holder.release).start()
+    with Lock(r, "handoff", timeout=5) as waiter:
+        assert waiter.owned()
+
+
+def test_one_round_trip_per_attempt_release_and_extend(round_trips, redis_url) -> None:
+    client = round_trips.client(redis_url)
+    warm = Lock(client, "warm-up")  # the first call of each script may load it (NOSCRIPT)
+    warm.acquire()
+    warm.extend()
+    warm.release()
+    lock, other = Lock(client, "trips"), Lock(client, "trips")
+    with round_trips.measure() as acquire:
+        assert lock.acquire()
+    with round_trips.measure() as attempt:
+        assert not other.acquire(blocking=False)
+    with round_trips.measure() as extend:
+        lock.extend()
+    with round_trips.measure() as release:
+        lock.release()
+    assert (acquire.count, attempt.count, extend.count, release.count) == (1, 1, 1, 1)
+
+
+def test_the_lock_expires_and_the_fencing_counter_does_not(r) -> None:
+    lock = Lock(r, "ttl", ttl=30)
+    lock.acquire()
+    assert 29_000 < r.pttl(lock.key) <= 30_000
+    assert r.ttl(lock.fence_key) == -1  # a counter that expired would hand out old tokens again
+    lock.release()
+
+
+def test_auto_renewal_keeps_the_lock_past_its_ttl_and_stops_on_release(r) -> None:
+    lock = Lock(r, "renewed", ttl=0.2, auto_renew=True)
+    lock.acquire()
+    time.sleep(0.7)  # 3.5 ttls
+    assert lock.owned()
+    assert not Lock(r, "renewed").acquire(blocking=False)
+    renewer = lock._renewer
+    lock.release()
+    assert renewer is not None and not renewer.is_alive()
+    assert not r.exists(lock.key)
+
+
+def test_fencing_storage_rejects_the_writer_whose_lock_expired(r) -> None:
+    storage = FencedStorage(r, "report")
+    paused = Lock(r, "report", ttl=0.05)
+    paused.acquire()
+    wait_until_gone(r, paused.key)  # the holder "pauses" (GC, swap, a stopped VM) past its TTL
+    with Lock(r, "report") as current:
+        assert current.fencing_token > paused.fencing_token
+        storage.write("new", current.fencing_token)
+    with pytest.raises(StaleTokenError, match=f"token {paused.fencing_token} refused"):
+        storage.write("stale", paused.fencing_token)
+    assert storage.read() == "new"
+
+
+def test_fencing_storage_accepts_equal_and_newer_tokens(r) -> None:
+    storage = FencedStorage(r, "s")
+    for token in (3, 3, 5):
+        storage.write(f"v{token}", token)
+    with pytest.raises(StaleTokenError):
+        storage.write("v4", 4)
+    assert storage.read() == "v5"
+
+
+def test_works_with_bytes_replies(redis_url) -> None:
+    client = connect(redis_url, decode_responses=False)
+    lock = Lock(client, "bytes")
+    assert lock.acquire() and lock.owned() and lock.locked()
+    lock.release()
+    storage = FencedStorage(client, "bytes")
+    storage.write("v", 1)
+    assert storage.read() == "v"
+    client.close()
+
+
+def test_misuse_gets_one_clear_error(r) -> None:
+    lock = Lock(r, "misuse")
+    with pytest.raises(LockNotOwnedError, match="not acquired"):
+        lock.release()
+    lock.acquire()
+    with pytest.raises(LockError, match="not reentrant"):
+        lock.acquire()
+    lock.release()
+    with pytest.raises(ValueError, match="ttl"):
+        Lock(r, "x", ttl=0)
+    with pytest.raises(ValueError, match="timeout"):
+        Lock(r, "x", timeout=-1)
+    with pytest.raises(ValueError, match="limit"):
+        Semaphore(r, "x", 0)
+
+
+def test_a_semaphore_admits_exactly_its_limit_under_a_simultaneous_rush(redis_url) -> None:
+    client = connect(redis_url, max_connections=60)
+    start = threading.Barrier(50)
+
+    def try_once(_: int) -> bool:
+        semaphore = Semaphore(client, "rush", 3)
+        start.wait()
+        return semaphore.acquire(blocking=False)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        assert sum(pool.map(try_once, range(50))) == 3
+    client.close()
+
+
+def test_a_semaphore_never_has_more_holders_than_its_limit(redis_url) -> None:
+    client = connect(redis_url, max_connections=60)
+    inside, most, guard = 0, 0, threading.Lock()
+
+    def work(_: int) -> None:
+        nonlocal inside, most
+        with Semaphore(client, "pool", 3, timeout=60):
+            with guard:
+                inside += 1
+                most = max(most, inside)
+            time.sleep(0.005)
+            with guard:
+                inside -= 1
+
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        list(pool.map(work, range(120)))
+    client.close()
+    assert most <= 3
+
+
+def test_an_expired_semaphore_holder_frees_its_slot_and_cannot_release(r) -> None:
+    crashed = Semaphore(r, "slots", 1, ttl=0.05)
+    crashed.acquire()
+    time.sleep(0.1)  # holders expire by score; the key itself may linger until pruned
+    taker = Semaphore(r, "slots", 1)
+    assert taker.acquire(blocking=False)  # the expired holder was pruned in the same script
+    with pytest.raises(LockNotOwnedError):
+        crashed.release()
+    with pytest.raises(LockNotOwnedError):
+        crashed.extend()
+    assert r.zrange(taker.key, 0, -1) == [taker.token]
+    taker.release()
+
+
+def test_semaphore_holders_all_have_a_ttl(r) -> None:
+    holders = [Semaphore(r, "ttl", 3, ttl=ttl) for ttl in (5, 20, 10)]
+    for holder in holders:
+        holder.acquire()
+    assert 19_000 < r.pttl(holders[0].key) <= 20_000  # the key lives as long as its last holder
+    holders[1].extend(30)
+    assert 29_000 < r.pttl(holders[0].key) <= 30_000
+    for holder in holders:
+        holder.release()
+    assert not r.exists(holders[0].key)
+
+
+def test_semaphore_one_round_trip_per_attempt_and_release(round_trips, redis_url) -> None:
+    client = round_trips.client(redis_url)
+    warm = Semaphore(client, "warm", 1)
+    warm.acquire()
+    warm.release()
+    semaphore = Semaphore(client, "trips", 1)
+    with round_trips.measure() as acquire:
+        semaphore.acquire()
+    with round_trips.measure() as attempt:
+        Semaphore(client, "trips", 1).acquire(blocking=False)
+    with round_trips.measure() as release:
+        semaphore.release()
+    assert (acquire.count, attempt.count, release.count) == (1, 1, 1)
