@@ -1,0 +1,574 @@
+"""Caching patterns: cache-aside with stampede protection, write-through, invalidation, warming.
+
+    cache = Cache(r, namespace="cache", ttl=300)
+
+    @cache.cached(ttl=60, negative_ttl=5)
+    def exam_stats(exam_id: int) -> dict | None: ...
+
+    exam_stats(7)                 # miss: runs the query, stores the result
+    exam_stats(exam_id=7)         # hit: same key (arguments are bound, defaults applied)
+    exam_stats.invalidate(7)      # after the database changed
+    cache.get_or_load("exam:7", lambda: query(7))   # the same, without a decorator
+
+An entry is one string, ``rc1:<serializer>:<expires at, ms>:<delta, ms>:<payload>``, stored
+with ``PX``. The envelope tells a cached ``None`` (``...:null``) from a miss (no key), and
+carries what XFetch needs: ``delta``, the time the value took to compute, and the expiry time,
+taken from the *server's* clock when the entry is written (a Lua script calls ``TIME``). So a
+hit is **one plain GET**. Readers compare that expiry with their own clock: a skew between a
+client and the server shifts when early refreshes and stale serving happen by the skew (NTP
+keeps it to milliseconds), never how long a value lives, which the server's ``PX`` enforces.
+
+Stampede protection, both kinds:
+
+* **Single flight with leases.** On a miss a script re-reads the key and, if still missing,
+  takes ``SET lease token NX PX``; the one caller that gets it runs the loader, the others
+  poll (bounded by ``wait_timeout``) or, within ``stale_ttl`` after expiry, get the stale value
+  at once. The loader's write succeeds only while its lease still holds, and ``invalidate`` and
+  ``set`` delete the lease: a loader that read the database *before* an update cannot put its
+  stale value back *after* the invalidation (the "leases" of Facebook's memcache, NSDI 2013).
+  The lease is a tiny token lock private to this module (``redai_lab.locks`` could provide it).
+* **XFetch** (Vattani, Chierichetti, Lowenstein, VLDB 2015): a hit recomputes early when
+  ``-delta * beta * ln(rand()) >= time left``, so one caller refreshes shortly before expiry
+  and nobody sees the miss. ``beta > 1`` refreshes earlier.
+
+Commands: GET, SET NX PX O(1); a write O(1) per value; DEL O(keys). Scripts are loaded on
+first use (``EVALSHA``, then ``SCRIPT LOAD`` once per server).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import itertools
+import json
+import math
+import os
+import random as _random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, ParamSpec, TypeVar
+
+import redis
+
+from .errors import LabError
+from .serializers import JSON, Serializer
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+MAGIC = "rc1"
+# Canonical JSON for keys: sorted keys, no spaces; one encoder, built once (it is stateless).
+_KEY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+LEASE_PREFIX = "lease:"
+
+# KEYS: entry, lease. ARGV: token, lease ms. The miss path: the value if someone wrote it
+# meanwhile, else whether this caller now holds the lease (and must load).
+_READ_OR_LEASE = """
+local value = redis.call('GET', KEYS[1])
+if value then
+  return {value, 0}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {false, 1}
+end
+return {false, 0}
+"""
+
+# KEYS: entry and lease of each value. ARGV: token ('' = unconditional), header, stale grace
+# ms, then ttl ms, delta ms, payload of each value. With a token (one value, a loader's write)
+# it writes only while the lease is that token's. Every write ends the value's lease.
+_STORE = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then
+  return 0
+end
+local time = redis.call('TIME')
+local now = time[1] * 1000 + math.floor(time[2] / 1000)
+for i = 1, #KEYS / 2 do
+  local ttl = tonumber(ARGV[3 * i + 1])
+  local envelope = ARGV[2] .. string.format('%d', now + ttl) .. ':' .. ARGV[3 * i + 2] .. ':' .. ARGV[3 * i + 3]
+  redis.call('SET', KEYS[2 * i - 1], envelope, 'PX', string.format('%d', ttl + tonumber(ARGV[3])))
+  redis.call('DEL', KEYS[2 * i])
+end
+return 1
+"""
+
+# KEYS: lease. ARGV: token. Compare-and-delete: never release a lease someone else now holds.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class CacheError(LabError):
+    """Base class of the cache's errors."""
+
+
+class CacheEntryError(CacheError):
+    """A key in the cache's namespace holds data this cache did not write; it is never decoded."""
+
+
+class CacheWaitTimeout(CacheError):
+    """Another caller held the key's lease for longer than ``wait_timeout``."""
+
+
+class UncacheableArgument(CacheError, TypeError):
+    """An argument of a ``cached`` function has no canonical JSON form, hence no stable key."""
+
+
+def should_recompute_early(delta: float, remaining: float, beta: float, rand: float) -> bool:
+    """XFetch's test: recompute now when ``-delta * beta * ln(rand) >= remaining``.
+
+    ``delta`` is the value's recompute time and ``remaining`` its time to expiry (seconds),
+    ``rand`` uniform in (0, 1]. The probability is ``exp(-remaining / (delta * beta))``: it rises
+    to 1 as expiry approaches, faster for values that are slow to compute.
+    """
+    return delta > 0 and -delta * beta * math.log(rand) >= remaining
+
+
+@dataclass
+class CacheStats:
+    """What a ``Cache`` did. A hit is a call served from the cache without loading or waiting.
+
+    Latencies are summed wall-clock seconds of the calls counted as hits and as misses.
+    """
+
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    load_errors: int = 0
+    early_refreshes: int = 0
+    stale_served: int = 0
+    waits: int = 0
+    rejected_writes: int = 0
+    hit_seconds: float = 0.0
+    miss_seconds: float = 0.0
+
+    @property
+    def hit_ratio(self) -> float:
+        calls = self.hits + self.misses
+        return self.hits / calls if calls else 0.0
+
+    @property
+    def mean_hit_ms(self) -> float:
+        return 1000 * self.hit_seconds / self.hits if self.hits else 0.0
+
+    @property
+    def mean_miss_ms(self) -> float:
+        return 1000 * self.miss_seconds / self.misses if self.misses else 0.0
+
+
+class Cache:
+    """Cache-aside, write-through and invalidation over one namespace of a Redis database.
+
+    ``ttl``: seconds a value lives; ``negative_ttl``: seconds a *negative* result lives (one for
+    which ``is_negative`` is true, by default ``None``: "not found"), or None to use ``ttl``;
+    ``jitter``: each write's TTL is drawn from ``[ttl * (1 - jitter), ttl]`` so keys written
+    together do not expire together; ``beta``: XFetch's eagerness (0 turns it off);
+    ``stale_ttl``: seconds an expired value is kept and served while one caller reloads it;
+    ``lease_ttl``: longest a loader may hold a key's lease (longer than the slowest load);
+    ``wait_timeout``: longest a caller waits for another's load before ``CacheWaitTimeout``
+    (longer than ``lease_ttl``, so a waiter can take over from a loader that died);
+    ``random``: a source of floats in [0, 1) for jitter and XFetch (seed it in tests).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str = "cache",
+        *,
+        ttl: float = 300.0,
+        negative_ttl: float | None = None,
+        is_negative: Callable[[Any], bool] = lambda value: value is None,
+        jitter: float = 0.0,
+        beta: float = 1.0,
+        stale_ttl: float = 0.0,
+        lease_ttl: float = 10.0,
+        wait_timeout: float = 15.0,
+        serializer: Serializer = JSON,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        if not namespace or ":" in namespace:
+            raise ValueError(f"namespace must be a non-empty name without ':', got {namespace!r}")
+        for label, seconds in (("ttl", ttl), ("lease_ttl", lease_ttl), ("wait_timeout", wait_timeout)):
+            if seconds <= 0:
+                raise ValueError(f"{label} must be > 0 seconds, got {seconds!r}")
+        if not 0 <= jitter < 1:
+            raise ValueError(f"jitter is a fraction of the TTL in [0, 1), got {jitter!r}")
+        if beta < 0 or stale_ttl < 0:
+            raise ValueError(f"beta and stale_ttl must be >= 0, got {beta!r} and {stale_ttl!r}")
+        if ":" in serializer.name:
+            raise ValueError(f"a serializer's name may not contain ':', got {serializer.name!r}")
+        self.client = client
+        self.namespace = namespace
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.is_negative = is_negative
+        self.jitter = jitter
+        self.beta = beta
+        self.stale_ttl = stale_ttl
+        self.lease_ttl = lease_ttl
+        self.wait_timeout = wait_timeout
+        self.serializer = serializer
+        self.random = random
+        self.stats = CacheStats()
+        self._header = f"{MAGIC}:{serializer.name}:"
+        self._stats_lock = threading.Lock()
+        self._token_prefix = f"{secrets.token_hex(8)}:"
+        self._tokens = itertools.count()
+        self._read_or_lease = client.register_script(_READ_OR_LEASE)
+        self._store = client.register_script(_STORE)
+        self._release = client.register_script(_RELEASE)
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def entry_key(self, key: str) -> str:
+        """The Redis key that holds ``key``'s value."""
+        if not key or key.startswith(LEASE_PREFIX):
+            raise ValueError(f"cache keys are non-empty and do not start with {LEASE_PREFIX!r}, got {key!r}")
+        return f"{self.namespace}:{key}"
+
+    def lease_key(self, key: str) -> str:
+        """The Redis key of ``key``'s lease (held by the one caller loading it)."""
+        return f"{self.namespace}:{LEASE_PREFIX}{key}"
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The cached value of ``key`` if it is fresh, else ``default`` (no loading, no lease)."""
+        text = self._get(key)
+        if text is None:
+            return default
+        value, remaining, _ = self._decode(key, text)
+        return value if remaining > 0 else default
+
+    def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], T],
+        *,
+        ttl: float | None = None,
+        negative_ttl: float | None = None,
+    ) -> T:
+        """Cache-aside: ``key``'s value, computed by ``loader()`` by one caller at a time on a miss.
+
+        A hit is one GET. A miss costs the loader plus two round trips for the one caller that
+        loads; the others poll until the value appears (at most ``wait_timeout``).
+        """
+        started = time.perf_counter()
+        text = self._get(key)  # the hit path: one round trip
+        missed = text is None
+        deadline = 0.0
+        pause = 0.002
+        while True:
+            if text is not None:
+                value, remaining, delta = self._decode(key, text)
+                if remaining > 0:
+                    if self._xfetch(delta, remaining) and self._take_lease(key, token := self._token()):
+                        value = self._load(key, loader, token, ttl, negative_ttl)
+                        self._count(started, hit=False, early_refreshes=1)
+                    else:
+                        self._count(started, hit=not missed)
+                    return value
+                # Expired, kept for stale_ttl: one caller reloads, the others get the old value.
+                if self._take_lease(key, token := self._token()):
+                    value = self._load(key, loader, token, ttl, negative_ttl)
+                    self._count(started, hit=False)
+                else:
+                    self._count(started, hit=not missed, stale_served=1)
+                return value
+            token = self._token()
+            text, won = self._read_or_lease(
+                keys=[self.entry_key(key), self.lease_key(key)], args=[token, self._ms(self.lease_ttl)]
+            )
+            if won:
+                value = self._load(key, loader, token, ttl, negative_ttl)
+                self._count(started, hit=False)
+                return value
+            if text is not None:  # written by another caller since our first GET
+                text = self._text(key, text)
+                continue
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + self.wait_timeout
+                self._count(waits=1)
+            elif now >= deadline:
+                raise CacheWaitTimeout(
+                    f"Waited {self.wait_timeout:g} s for another caller to load {self.entry_key(key)!r}: "
+                    f"the loader is slower than that or died; raise wait_timeout (and lease_ttl) or "
+                    f"set stale_ttl to serve the previous value meanwhile."
+                )
+            time.sleep(min(pause, deadline - now))
+            pause = min(pause * 2, 0.05)
+
+    def refresh(
+        self, key: str, loader: Callable[[], T], *, ttl: float | None = None, negative_ttl: float | None = None
+    ) -> T:
+        """Run ``loader()`` now and store its result whatever the cache holds (ends any lease)."""
+        return self._load(key, loader, "", ttl, negative_ttl)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def set(self, key: str, value: Any, *, ttl: float | None = None, delta: float = 0.0) -> None:
+        """Write-through: store ``value`` (just written to the source of truth) for ``key``.
+
+        Ends any lease on ``key``, so a loader that read the old value cannot overwrite this one.
+        ``delta`` is the value's recompute time in seconds, for XFetch (0: never early).
+        """
+        self._store(
+            keys=[self.entry_key(key), self.lease_key(key)],
+            args=[*self._store_args(""), *self._fields(value, ttl, None, delta)],
+        )
+
+    def invalidate(self, *keys: str) -> int:
+        """Invalidate-on-update: delete ``keys``' values and leases (after the source changed).
+
+        Returns how many values were deleted. Deleting the leases (atomically, with MULTI)
+        rejects the write of any load that started before the update.
+        """
+        if not keys:
+            return 0
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(*(self.entry_key(key) for key in keys))
+        pipe.delete(*(self.lease_key(key) for key in keys))
+        deleted, _ = pipe.execute()
+        return int(deleted)
+
+    def warm(self, items: Iterable[tuple[str, Any]], *, ttl: float | None = None, chunk_size: int = 500) -> int:
+        """Store ``(key, value)`` pairs, ``chunk_size`` per round trip, like ``set`` each.
+
+        ``items`` is consumed lazily: a generator over millions of rows keeps at most one chunk
+        in memory, and the server is busy for one chunk's writes at a time. Returns how many
+        values were stored.
+        """
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+        iterator = iter(items)
+        stored = 0
+        while chunk := list(itertools.islice(iterator, chunk_size)):
+            keys: list[str] = []
+            args = self._store_args("")
+            for key, value in chunk:
+                keys += [self.entry_key(key), self.lease_key(key)]
+                args += self._fields(value, ttl, None, 0.0)
+            self._store(keys=keys, args=args)
+            stored += len(chunk)
+        return stored
+
+    # -- decorator ----------------------------------------------------------------------------
+
+    def cached(
+        self,
+        *,
+        ttl: float | None = None,
+        negative_ttl: float | None = None,
+        name: str | None = None,
+        ignore: Iterable[str] = (),
+    ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]:
+        """Decorator: cache a function's results under a key made of its name and arguments.
+
+        ``name`` defaults to ``module.qualname`` (give one to closures made by one factory, which
+        share a qualname); ``ignore`` names parameters left out of the key (``self``, a database
+        connection). See ``CachedFunction``.
+        """
+
+        def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
+            return CachedFunction(self, func, ttl=ttl, negative_ttl=negative_ttl, name=name, ignore=ignore)
+
+        return decorate
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _get(self, key: str) -> str | None:
+        try:
+            text = self.client.get(self.entry_key(key))
+        except UnicodeDecodeError:  # binary data, e.g. a pickle, read by a decoding client
+            raise self._foreign(key) from None
+        return None if text is None else self._text(key, text)
+
+    def _text(self, key: str, text: str | bytes) -> str:
+        if isinstance(text, bytes):  # a client without decode_responses
+            try:
+                return text.decode()
+            except UnicodeDecodeError:
+                raise self._foreign(key) from None
+        return text
+
+    def _decode(self, key: str, text: str) -> tuple[Any, float, float]:
+        """``(value, seconds to expiry, delta)`` of an envelope; never runs anything it holds."""
+        if not text.startswith(self._header):
+            if text.startswith(f"{MAGIC}:"):
+                raise CacheEntryError(
+                    f"{self.entry_key(key)!r} was written with serializer {text.split(':')[1]!r}, this "
+                    f"cache reads {self.serializer.name!r}: invalidate it or use another namespace."
+                )
+            raise self._foreign(key)
+        try:
+            expires_ms, delta_ms, payload = text[len(self._header):].split(":", 2)
+            remaining = int(expires_ms) / 1000 - time.time()
+            return self.serializer.loads(payload), remaining, float(delta_ms) / 1000
+        except (LabError, ValueError) as exc:
+            raise CacheEntryError(f"{self.entry_key(key)!r} holds a corrupt entry ({exc}); invalidate it.") from None
+
+    def _foreign(self, key: str) -> CacheEntryError:
+        return CacheEntryError(
+            f"{self.entry_key(key)!r} holds data this cache did not write (no {MAGIC!r} envelope, "
+            f"possibly a pickle); it is never deserialised. Delete it (cache.invalidate({key!r})) "
+            f"or use another namespace."
+        )
+
+    def _token(self) -> str:
+        # Unique among concurrent holders: random per Cache, the pid for forks, a counter per call.
+        return f"{self._token_prefix}{os.getpid()}:{next(self._tokens)}"
+
+    def _take_lease(self, key: str, token: str) -> bool:
+        return bool(self.client.set(self.lease_key(key), token, nx=True, px=self._ms(self.lease_ttl)))
+
+    def _load(self, key: str, loader: Callable[[], T], token: str, ttl: float | None, negative_ttl: float | None) -> T:
+        started = time.perf_counter()
+        try:
+            value = loader()
+            fields = self._fields(value, ttl, negative_ttl, time.perf_counter() - started)
+        except BaseException:
+            if token:  # let a waiting caller take over at once rather than after lease_ttl
+                self._release(keys=[self.lease_key(key)], args=[token])
+            self._count(load_errors=1)
+            raise
+        written = self._store(keys=[self.entry_key(key), self.lease_key(key)], args=self._store_args(token) + fields)
+        self._count(loads=1, rejected_writes=0 if written else 1)
+        return value
+
+    def _store_args(self, token: str) -> list[Any]:
+        """The ``_STORE`` arguments before the values': token, header, stale grace ms."""
+        return [token, self._header, self._ms(self.stale_ttl)]
+
+    def _fields(self, value: Any, ttl: float | None, negative_ttl: float | None, delta: float) -> list[Any]:
+        """The ``_STORE`` arguments of one value: ttl ms, delta ms, payload."""
+        seconds = self.ttl if ttl is None else ttl
+        if self.is_negative(value):
+            negative = self.negative_ttl if negative_ttl is None else negative_ttl
+            seconds = seconds if negative is None else negative
+        if self.jitter:
+            seconds *= 1 - self.jitter * self.random()
+        payload = self.serializer.dumps(value)
+        return [self._ms(seconds), f"{delta * 1000:.3f}", payload]
+
+    @staticmethod
+    def _ms(seconds: float) -> int:
+        return max(1, round(seconds * 1000)) if seconds > 0 else 0
+
+    def _xfetch(self, delta: float, remaining: float) -> bool:
+        return self.beta > 0 and should_recompute_early(delta, remaining, self.beta, 1.0 - self.random())
+
+    def _count(self, started: float | None = None, *, hit: bool | None = None, **counters: int) -> None:
+        elapsed = 0.0 if started is None else time.perf_counter() - started
+        stats = self.stats
+        with self._stats_lock:
+            if hit:
+                stats.hits += 1
+                stats.hit_seconds += elapsed
+            elif hit is not None:
+                stats.misses += 1
+                stats.miss_seconds += elapsed
+            for name, increment in counters.items():
+                setattr(stats, name, getattr(stats, name) + increment)
+
+
+class CachedFunction(Generic[P, R]):
+    """A function whose results live in a ``Cache``; made by ``Cache.cached``.
+
+    The key is ``name:sha256(canonical JSON of the bound arguments)``: ``f(1)``, ``f(x=1)`` and
+    ``f(1, y=<default>)`` share one entry, keyword order does not matter, and a list and a tuple
+    with the same items are the same argument. Arguments that are not JSON data (objects,
+    sets, dicts with non-str keys, NaN) raise ``UncacheableArgument``: their ``repr`` is no key
+    (it may hold a memory address, or be truncated).
+    """
+
+    def __init__(
+        self,
+        cache: Cache,
+        func: Callable[P, R],
+        *,
+        ttl: float | None,
+        negative_ttl: float | None,
+        name: str | None,
+        ignore: Iterable[str],
+    ) -> None:
+        functools.update_wrapper(self, func)
+        self.cache = cache
+        self.func = func
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.name = name or f"{func.__module__}.{func.__qualname__}"
+        self.ignore = frozenset(ignore)
+        self._signature = inspect.signature(func)
+        unknown = self.ignore - set(self._signature.parameters)
+        if unknown:
+            raise ValueError(f"ignore names no parameter of {self.name}: {sorted(unknown)}")
+
+    def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The cache key (relative to the namespace) of this call."""
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = {
+            name: _canonical(value, self.name, name)
+            for name, value in bound.arguments.items()
+            if name not in self.ignore
+        }
+        text = _KEY_JSON.encode(arguments)
+        return f"{self.name}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.cache.get_or_load(
+            self.key(*args, **kwargs),
+            lambda: self.func(*args, **kwargs),
+            ttl=self.ttl,
+            negative_ttl=self.negative_ttl,
+        )
+
+    def bypass(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the function without reading or writing the cache."""
+        return self.func(*args, **kwargs)
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the function and store its result, whatever the cache holds."""
+        return self.cache.refresh(
+            self.key(*args, **kwargs),
+            lambda: self.func(*args, **kwargs),
+            ttl=self.ttl,
+            negative_ttl=self.negative_ttl,
+        )
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> int:
+        """Delete this call's entry (1 if there was one)."""
+        return self.cache.invalidate(self.key(*args, **kwargs))
+
+
+def _canonical(value: Any, function: str, where: str) -> Any:
+    """``value`` as plain JSON data, or ``UncacheableArgument`` naming where it failed."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+    elif isinstance(value, (list, tuple)):
+        return [_canonical(item, function, f"{where}[{i}]") for i, item in enumerate(value)]
+    elif isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {k: _canonical(v, function, f"{where}[{k!r}]") for k, v in value.items()}
+        return _uncacheable(function, where, "a dict with non-str keys")
+    return _uncacheable(function, where, f"{type(value).__name__} {value!r}"[:80])
+
+
+def _uncacheable(function: str, where: str, what: str) -> Any:
+    raise UncacheableArgument(
+        f"{function}: argument {where} is {what}, which has no stable cache key; pass JSON data "
+        f"(str, int, float, bool, None, lists, str-keyed dicts), e.g. an id instead of an object, "
+        f"or leave it out of the key with ignore=({where.split('[')[0]!r},)."
+    )
