@@ -35,6 +35,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = commands.add_parser("info", help="describe the server the lab would use")
     info.set_defaults(run=run_info)
 
+    bench = commands.add_parser("bench", help="run a benchmark headless, print its table, optionally save it")
+    bench.add_argument("benchmark", choices=BENCHMARK_NAMES, help="what to measure")
+    bench.add_argument(
+        "--quick", action="store_true",
+        help="seconds instead of minutes, as in CI (default: $REDAI_LAB_BENCH_SCALE, else full)",
+    )
+    bench.add_argument("--out", metavar="FILE", help="also write the results to FILE (.csv or .json)")
+    bench.set_defaults(run=run_bench)
+
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
@@ -87,6 +96,32 @@ def run_server(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     with find_or_start() as server:
         print(server.describe())
+    return 0
+
+
+BENCHMARK_NAMES = ("pipeline", "scan", "pool")  # redai_lab.benchmarks.BENCHMARKS, imported lazily
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from . import bench, benchmarks  # pandas and numpy load only when benchmarking
+
+    scale = "quick" if args.quick else bench.scale_from_env(default="full")
+    out = bench.check_format(args.out) if args.out else None  # a bad name fails before measuring
+    with _stop_on_sigterm(), find_or_start() as server:
+        lesson = benchmarks.bench_database(server)
+        try:
+            frame = benchmarks.run_benchmark(args.benchmark, lesson, scale)
+        finally:
+            lesson.finish()
+            lesson.client.close()
+    env = frame.attrs["environment"]
+    print(
+        f"{args.benchmark} ({scale}): Redis {env['redis_server']}, redis-py {env['redis_py']} "
+        f"(parser {env['parser']}), {env['transport']}, {env['cpu_count']} CPUs"
+    )
+    print(frame.to_string(index=False, float_format="{:,.1f}".format))
+    if out is not None:
+        print(f"wrote {bench.save(frame, out)}")
     return 0
 
 
