@@ -1,0 +1,299 @@
+"""Server-side sessions in Redis: one hash per session, sliding and absolute expiry, rotation.
+
+    store = SessionStore(r, idle_ttl=1800, max_lifetime=86400)
+    sid = store.create({"theme": "dark"})          # anonymous visitor
+    sid = store.rotate(sid, user_id=42)            # login: new id, same data, old id dead
+    store.update(sid, {"cart": [7, 9]})            # field-level: no lost update
+    store.get(sid).data                            # one round trip, refreshes the idle TTL
+    store.logout(sid); store.logout_everywhere(42)
+
+Layout: ``session:<id>`` is a hash of the data (each value JSON, so types survive) plus three
+reserved fields, ``@user``, ``@created`` and ``@deadline`` (ms, server clock). Its TTL is
+``min(idle_ttl, deadline - now)``, set again by every read and update in the same Lua script
+(one round trip, atomic): a session dies after ``idle_ttl`` without use and at its deadline
+(``max_lifetime`` after creation) whatever happens. ``session:user:<user id>`` is a sorted set
+of that user's session ids scored by deadline: it expires with the last of them and drops ids
+past their deadline whenever a session is added (``ZREMRANGEBYSCORE``).
+
+Ids come from ``secrets.token_urlsafe(32)``: 256 random bits, 43 characters; anything else is
+answered like an unknown id, so a crafted id cannot address another key. Every script names
+its keys in ``KEYS``.
+
+Commands: HGETALL O(fields); HSET O(fields set); PEXPIRE, RENAME, DEL O(1) (DEL of a hash
+O(fields)); ZADD, ZREM O(log n); ZREMRANGEBYSCORE O(log n + removed).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from .errors import LabError
+from .serializers import JSON, Serializer
+
+ID_BYTES = 32  # 256 bits: OWASP asks for at least 64 bits of entropy
+_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+USER, CREATED, DEADLINE = "@user", "@created", "@deadline"
+
+# Every script starts here: the server's clock, in ms.
+_NOW = """
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+"""
+
+# KEYS[1] a session; ARGV[1] idle ms. Stops the script with nil when the session is gone, else
+# sets its TTL to the idle timeout, capped by the absolute deadline.
+_SLIDE = """
+local deadline = tonumber(redis.call('HGET', KEYS[1], '@deadline'))
+if not deadline then
+  return false
+end
+if deadline <= now then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.min(tonumber(ARGV[1]), deadline - now)))
+"""
+
+# The user index in KEYS[index]: add `sid` with its deadline, drop ids past theirs, and keep
+# the set alive as long as its longest-lived session.
+_INDEX = """
+local function index(key, sid, deadline)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  redis.call('ZADD', key, deadline, sid)
+  if redis.call('PTTL', key) < deadline - now then
+    redis.call('PEXPIRE', key, string.format('%d', deadline - now))
+  end
+end
+"""
+
+# KEYS: session, [user index]. ARGV: idle ms, lifetime ms, id, user ('' = anonymous), field, value...
+_CREATE = _NOW + _INDEX + """
+local deadline = now + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], '@created', string.format('%d', now), '@deadline', string.format('%d', deadline))
+if #ARGV > 4 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[1], '@user', ARGV[4])
+  index(KEYS[2], ARGV[3], deadline)
+end
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.min(tonumber(ARGV[1]), tonumber(ARGV[2]))))
+return deadline
+"""
+
+# KEYS: session. ARGV: idle ms. The session's fields, its TTL slid; nil when it is gone.
+_TOUCH = _NOW + _SLIDE + """
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: session. ARGV: idle ms, field, value... Sets only the given fields: writers of other
+# fields lose nothing. 1 when done, nil when the session is gone.
+_UPDATE = _NOW + _SLIDE + """
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+# KEYS: old session, new session, [user index]. ARGV: idle ms, old id, new id, owner read
+# before ('' = none), user to log in ('' = keep). 1 done, 0 session gone, -1 owner changed.
+_ROTATE = _NOW + _INDEX + """
+local deadline = tonumber(redis.call('HGET', KEYS[1], '@deadline'))
+if not deadline or deadline <= now then
+  return 0
+end
+if (redis.call('HGET', KEYS[1], '@user') or '') ~= ARGV[4] then
+  return -1
+end
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[1], '@user', ARGV[5])
+end
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('PEXPIRE', KEYS[2], string.format('%d', math.min(tonumber(ARGV[1]), deadline - now)))
+if KEYS[3] then
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  index(KEYS[3], ARGV[3], deadline)
+end
+return 1
+"""
+
+
+class SessionError(LabError):
+    """Base class of the session store's errors."""
+
+
+class SessionNotFound(SessionError):
+    """No live session has this id: unknown, expired, rotated away or logged out."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """One session as read: its data and bookkeeping (times in seconds, server clock)."""
+
+    id: str
+    user_id: str | None
+    data: dict[str, Any]
+    created_at: float
+    expires_at: float
+
+
+class SessionStore:
+    """Sessions with sliding (``idle_ttl``) and absolute (``max_lifetime``) expiry, in seconds."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "session",
+        idle_ttl: float = 1800.0,
+        max_lifetime: float = 86400.0,
+        serializer: Serializer = JSON,
+    ) -> None:
+        if idle_ttl <= 0 or max_lifetime <= 0:
+            raise ValueError(f"idle_ttl and max_lifetime must be > 0 seconds, got {idle_ttl!r}, {max_lifetime!r}")
+        self.client = client
+        self.prefix = prefix
+        self.idle_ttl = idle_ttl
+        self.max_lifetime = max_lifetime
+        self.serializer = serializer
+        self._idle_ms = max(1, round(idle_ttl * 1000))
+        self._lifetime_ms = max(1, round(max_lifetime * 1000))
+        self._create = client.register_script(_CREATE)
+        self._touch = client.register_script(_TOUCH)
+        self._update = client.register_script(_UPDATE)
+        self._rotate = client.register_script(_ROTATE)
+
+    def key(self, session_id: str) -> str:
+        """The hash holding a session (``SessionNotFound`` for a malformed id)."""
+        if not isinstance(session_id, str) or not _ID.fullmatch(session_id):
+            raise self._not_found()
+        return f"{self.prefix}:{session_id}"
+
+    def index_key(self, user_id: str | int) -> str:
+        """The sorted set of a user's session ids."""
+        user = str(user_id)
+        if not user:
+            raise ValueError("user_id must be a non-empty string or an int")
+        return f"{self.prefix}:user:{user}"
+
+    def create(self, data: Mapping[str, Any] | None = None, *, user_id: str | int | None = None) -> str:
+        """A new session holding ``data`` (anonymous unless ``user_id``); returns its id."""
+        session_id = secrets.token_urlsafe(ID_BYTES)
+        keys = [self.key(session_id)]
+        if user_id is not None:
+            keys.append(self.index_key(user_id))
+        self._create(
+            keys=keys,
+            args=[
+                self._idle_ms,
+                self._lifetime_ms,
+                session_id,
+                "" if user_id is None else str(user_id),
+                *self._fields(data or {}),
+            ],
+        )
+        return session_id
+
+    def get(self, session_id: str) -> Session:
+        """The session, its idle TTL refreshed in the same round trip; ``SessionNotFound`` if gone."""
+        reply = self._touch(keys=[self.key(session_id)], args=[self._idle_ms])
+        if reply is None:
+            raise self._not_found()
+        flat = [_text(item) for item in reply]
+        fields = dict(zip(flat[::2], flat[1::2]))
+        return Session(
+            id=session_id,
+            user_id=fields.pop(USER, None),
+            created_at=int(fields.pop(CREATED)) / 1000,
+            expires_at=int(fields.pop(DEADLINE)) / 1000,
+            data={name: self.serializer.loads(value) for name, value in fields.items()},
+        )
+
+    def update(self, session_id: str, changes: Mapping[str, Any]) -> None:
+        """Set the given fields only (other fields, written concurrently, are kept); slides the TTL."""
+        if not changes:
+            raise ValueError("update needs at least one field to set")
+        if self._update(keys=[self.key(session_id)], args=[self._idle_ms, *self._fields(changes)]) is None:
+            raise self._not_found()
+
+    def rotate(self, session_id: str, *, user_id: str | int | None = None) -> str:
+        """A new id for the session, same data and deadline; the old id is dead at once.
+
+        Call it at login (pass ``user_id``: the session becomes that user's) and whenever
+        privileges change, so an id planted or seen before (session fixation) is worthless.
+        """
+        old = self.key(session_id)
+        stored_owner = self.client.hget(old, USER)
+        owner = None if stored_owner is None else _text(stored_owner)
+        login = None if user_id is None else str(user_id)
+        if owner is not None and login is not None and login != owner:
+            raise SessionError(
+                "This session belongs to another user: log it out and create a new one rather than "
+                "switching users inside it."
+            )
+        new_id = secrets.token_urlsafe(ID_BYTES)
+        user = owner or login
+        keys = [old, self.key(new_id)] + ([self.index_key(user)] if user else [])
+        args: list[str | int] = [self._idle_ms, session_id, new_id, owner or "", login if owner is None and login else ""]
+        result = self._rotate(keys=keys, args=args)
+        if result == 0:
+            raise self._not_found()
+        if result == -1:
+            raise SessionError("The session changed owner while it was being rotated: retry.")
+        return new_id
+
+    def logout(self, session_id: str) -> bool:
+        """End one session; True if it was live. (Its id leaves the user's index at its deadline.)"""
+        return bool(self.client.delete(self.key(session_id)))
+
+    def sessions_of(self, user_id: str | int) -> list[str]:
+        """The ids of a user's live sessions; ids of ended ones are dropped from the index."""
+        index = self.index_key(user_id)
+        ids = [_text(i) for i in self.client.zrange(index, 0, -1)]
+        pipe = self.client.pipeline(transaction=False)
+        for session_id in ids:
+            pipe.exists(self.key(session_id))
+        alive = pipe.execute()
+        dead = [session_id for session_id, exists in zip(ids, alive) if not exists]
+        if dead:
+            self.client.zrem(index, *dead)
+        return [session_id for session_id, exists in zip(ids, alive) if exists]
+
+    def logout_everywhere(self, user_id: str | int) -> int:
+        """End every session of a user; returns how many were live.
+
+        Optimistic (WATCH on the index): a login or rotation at the same moment changes the
+        index, so the transaction runs again and ends that session too.
+        """
+        index = self.index_key(user_id)
+
+        def end_all(pipe: redis.client.Pipeline) -> None:
+            ids = pipe.zrange(index, 0, -1)
+            pipe.multi()
+            if ids:
+                pipe.delete(*(f"{self.prefix}:{_text(i)}" for i in ids))
+                pipe.zrem(index, *ids)
+
+        replies = self.client.transaction(end_all, index)
+        return int(replies[0]) if replies else 0
+
+    def _fields(self, data: Mapping[str, Any]) -> list[str]:
+        flat: list[str] = []
+        for name, value in data.items():
+            if not isinstance(name, str) or not name or name.startswith("@"):
+                raise ValueError(f"session fields are non-empty str names not starting with '@', got {name!r}")
+            flat += [name, self.serializer.dumps(value)]
+        return flat
+
+    @staticmethod
+    def _not_found() -> SessionNotFound:
+        return SessionNotFound("No such session (unknown, expired or logged out): log in again.")
+
+
+def _text(value: Any) -> str:
+    """A reply item as str, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else str(value)
