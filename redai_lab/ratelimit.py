@@ -73,7 +73,12 @@ local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
 local now = tonumber(ARGV[4])
-if not now then
+-- Expiry never changes an answer (a key expires only once its state no longer counts), but a
+-- simulated clock does not advance with the real one: its keys get a minute of slack.
+local slack = 0
+if now then
+  slack = 60000000
+else
   -- TIME then writes is allowed: Redis replicates a script's effects, never the script itself
   -- (the default since 5.0, the only mode since 7.0), so no replica re-reads its own clock.
   local t = redis.call('TIME')
@@ -83,7 +88,7 @@ end
 -- would turn 1.7e15 into '1.7e+15', which PEXPIRE refuses and lessons would print differently).
 local function num(x) return string.format('%.17g', x) end
 -- PEXPIRE takes whole milliseconds, and 0 would delete the key at once.
-local function ms(us) return num(math.max(1, math.ceil(us / 1000))) end
+local function ms(us) return num(math.max(1, math.ceil((us + slack) / 1000))) end
 """
 
 
@@ -122,7 +127,8 @@ class RateLimiter:
         """Check a request of ``cost`` units from ``identity`` and count it if admitted.
 
         ``now`` replaces the server's clock with a simulated one (seconds): for replaying
-        traffic and for lessons, never in production, where client clocks disagree.
+        traffic and for lessons, never in production, where client clocks disagree. Keys
+        written on a simulated clock live a minute longer than their TTL.
         """
         if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
             raise ValueError(f"cost must be a whole number >= 1, not {cost!r}.")

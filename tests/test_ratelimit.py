@@ -189,3 +189,11 @@ def test_bad_parameters_are_refused_with_one_line(kwargs, message, r) -> None:
 def test_bad_cost_is_refused(cost, r) -> None:
     with pytest.raises(ValueError, match="cost"):
         TokenBucket(r, "api", limit=5, period=1).hit("alice", cost=cost)
+
+
+@algorithms
+def test_state_on_a_simulated_clock_outlives_real_pauses(algorithm, r) -> None:
+    limiter = algorithm(r, "slow", limit=2, period=10)
+    assert admitted_at(limiter, [9.95, 9.95]) == [True, True]  # a TTL of 50 ms, simulated
+    time.sleep(0.1)  # the real clock moves on; the simulated one did not
+    assert admitted_at(limiter, [9.95]) == [False]
