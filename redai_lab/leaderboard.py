@@ -24,6 +24,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 
@@ -92,12 +93,13 @@ class Leaderboard:
             raise ValueError("add() needs at least one member: add({'ann': 300})")
         for member, score in scores.items():
             _check_score(member, score)
-        return int(self.client.zadd(self.key, dict(scores), gt=keep_best, ch=True))
+        # Without INCR, ZADD answers a count (redis-py types it as a possible score too).
+        return cast(int, self.client.zadd(self.key, dict(scores), gt=keep_best, ch=True))
 
     def incr(self, member: str, amount: float) -> float:
         """Add ``amount`` to ``member``'s score (from 0 for a new member); return the new score."""
         _check_score(member, amount)
-        return float(self.client.zincrby(self.key, amount, member))
+        return cast(float, self.client.zincrby(self.key, amount, member))
 
     def remove(self, *members: str) -> int:
         """Take members off the board; return how many were on it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 
@@ -165,7 +166,7 @@ def test_a_page_is_one_consistent_state_while_scores_change(redis_url) -> None:
         for _ in range(300):
             entries = board.page(1, size=5).entries
             assert entries[0].rank == 1
-            for above, below in zip(entries, entries[1:]):
+            for above, below in itertools.pairwise(entries):
                 assert above.score >= below.score
                 assert (above.rank == below.rank) == (above.score == below.score)
     finally:
