@@ -337,14 +337,13 @@ def mismatches(r: redis.Redis, commands: Iterable[Command] = COMMANDS) -> list[M
 
 def is_available(r: redis.Redis, command: Command) -> bool:
     """True when this server can run ``command`` as the lessons use it (options included)."""
-    if not has_command(r, command.name):
-        return False
-    return command.module is not None or version(command.needs) <= server_version(r)
+    return _available(r, command, server_version(r))
 
 
 def version_table(r: redis.Redis, commands: Iterable[Command] = COMMANDS) -> pd.DataFrame:
     """The table as a DataFrame: command, since, options (with their versions), what the
     lessons' use needs, topic, what replaces it, and whether this server has it."""
+    here = server_version(r)
     rows = []
     for command in commands:
         origin = f"{command.module} " if command.module else ""
@@ -355,9 +354,16 @@ def version_table(r: redis.Redis, commands: Iterable[Command] = COMMANDS) -> pd.
             "needs": origin + command.needs,
             "topic": command.topic,
             "replaced by": command.replaced_by or "",
-            "available here": is_available(r, command),
+            "available here": _available(r, command, here),
         })
     return pd.DataFrame(rows)
+
+
+def _available(r: redis.Redis, command: Command, here: tuple[int, ...]) -> bool:
+    # A module command is versioned by its module: present means usable as taught.
+    if not has_command(r, command.name):
+        return False
+    return command.module is not None or version(command.needs) <= here
 
 
 def _describe_options(options: Mapping[str, str]) -> str:
