@@ -16,6 +16,7 @@ on them (``redai_lab.celery_demo`` is its ``-A`` module).
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +56,8 @@ class ReliableQueue:
     consumers that may hold tasks, so ``reap`` needs no ``SCAN``). For Redis Cluster, put the
     name in a hash tag (``"{jobs}"``) so that every key lives in one slot.
 
-    One instance is one consumer: it handles one task at a time, calls ``claim`` then ``ack``,
-    and ``heartbeat`` during tasks that may outlast ``heartbeat_ttl``.
+    One instance is one consumer: it handles one task at a time (``work``, or ``claim`` then
+    ``ack``) and calls ``heartbeat`` during tasks that may outlast ``heartbeat_ttl``.
     """
 
     def __init__(
@@ -109,6 +111,29 @@ class ReliableQueue:
         """Mark ``task`` done. False when it was no longer held (a reaper took it: it may run again)."""
         return bool(self.client.lrem(self.processing, 1, task))
 
+    def work(
+        self, handle: Callable[[str], object], *, block: float = 1.0, until: Callable[[], bool] | None = None
+    ) -> int:
+        """Claim, ``handle`` and ack tasks one by one; return how many were handled.
+
+        Whenever the queue is idle, reap dead consumers, then return if ``until()`` is true
+        (default: when no task is pending or held by anyone). A handler that raises leaves its
+        task held: the exception propagates, and the task returns to the queue once this
+        consumer's heartbeat expires (or on ``release()``).
+        """
+        handled = 0
+        while True:
+            task = self.claim(block=block)
+            if task is None:
+                self.reap()
+                finished = until() if until else not any(self.depth().values())
+                if finished:
+                    return handled
+                continue
+            handle(task)
+            self.ack(task)
+            handled += 1
+
     def heartbeat(self) -> None:
         """Tell reapers this consumer is alive for another ``heartbeat_ttl`` seconds."""
         pipe = self.client.pipeline(transaction=False)
@@ -117,9 +142,7 @@ class ReliableQueue:
 
     def release(self) -> int:
         """Give this consumer's unfinished tasks back to the queue (clean shutdown); return how many."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.delete(self.alive_key(self.consumer))
-        pipe.execute()
+        self.client.delete(self.alive_key(self.consumer))
         return max(0, self._reap_one(self.consumer))
 
     def reap(self) -> dict[str, int]:
@@ -230,7 +253,8 @@ def demo_app(url: str) -> Celery:
 
     Tasks: ``demo.add(x, y)``; ``demo.flaky(failures)``, which fails and retries (1 s
     countdown) ``failures`` times, then returns its retry count; ``demo.slow(key, seconds)``,
-    which appends the worker's name to ``<key>:started``, sleeps, then to ``<key>:done``.
+    which appends the worker's name to ``<key>:started``, sleeps, then to ``<key>:done``;
+    ``demo.slow_early_ack``, the same acknowledged as it starts (Celery's default), not after.
     """
     app = make_celery(
         url,
@@ -242,12 +266,10 @@ def demo_app(url: str) -> Celery:
     )
     # No remote control (`celery inspect`, `control`): the lesson's workers need no broadcast channel.
     app.conf.worker_enable_remote_control = False
-    clients: list[redis.Redis] = []
 
-    def client() -> redis.Redis:
-        if not clients:
-            clients.append(connect(url))
-        return clients[0]
+    @functools.cache
+    def client() -> redis.Redis:  # connected on first use, in the worker
+        return connect(url)
 
     @app.task(name="demo.add", shared=False)
     def add(x: int, y: int) -> int:
@@ -259,7 +281,6 @@ def demo_app(url: str) -> Celery:
             raise self.retry(exc=ConnectionError("upstream unavailable"), countdown=1)
         return int(self.request.retries)
 
-    @app.task(name="demo.slow", bind=True, shared=False)
     def slow(self: Task, key: str, seconds: float) -> str:
         worker = str(self.request.hostname)
         client().rpush(f"{key}:started", worker)
@@ -267,6 +288,9 @@ def demo_app(url: str) -> Celery:
         client().rpush(f"{key}:done", worker)
         return worker
 
+    app.task(name="demo.slow", bind=True, shared=False)(slow)
+    # Celery's default: acknowledged as it starts, before it has done anything.
+    app.task(name="demo.slow_early_ack", bind=True, shared=False, acks_late=False)(slow)
     return app
 
 
@@ -277,13 +301,16 @@ class CeleryWorker:
         self.process = process
         self.name = name
         self.log_path = log_path
+        self._final_log: str | None = None
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def log(self) -> str:
-        """Everything the worker wrote so far (banner, log lines, tracebacks)."""
+        """Everything the worker wrote so far (banner, log lines, tracebacks); all of it after ``stop()``."""
+        if self._final_log is not None:
+            return self._final_log
         try:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
@@ -296,14 +323,19 @@ class CeleryWorker:
         return self.process.wait()
 
     def stop(self, timeout: float = 15) -> int:
-        """Warm shutdown (SIGTERM: finish the running task), SIGKILL after ``timeout``; remove the log."""
+        """Warm shutdown (SIGTERM: finish the running task), SIGKILL after ``timeout``; idempotent.
+
+        The log file is removed; ``log()`` keeps returning its text.
+        """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self.log_path.unlink(missing_ok=True)
+        if self._final_log is None:
+            self._final_log = self.log()
+            self.log_path.unlink(missing_ok=True)
         return int(self.process.returncode)
 
     def __enter__(self) -> CeleryWorker:
