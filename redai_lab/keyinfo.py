@@ -43,4 +43,6 @@ def key_info(r: redis.Redis, key: str) -> dict[str, Any]:
 def keys_table(r: redis.Redis, *keys: str, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
     """``key_info`` of several keys as a DataFrame indexed by key (optionally some columns only)."""
     table = pd.DataFrame([key_info(r, key) for key in keys]).set_index("key")
+    # Nullable integers: a missing key's None must not turn a column of counts into floats.
+    table = table.astype({"length": "Int64", "memory_bytes": "Int64", "ttl": "Int64"})
     return table[list(columns)] if columns else table

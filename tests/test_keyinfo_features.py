@@ -39,3 +39,9 @@ def test_features(r, capsys) -> None:
     assert "has no NO.SUCH, needed for the demo" in capsys.readouterr().out
     with pytest.raises(MissingFeatureError, match="has no NO.SUCH: load it"):
         ensure(r, "no.such", hint="load it")
+
+
+def test_a_missing_key_keeps_counts_integers(r) -> None:
+    r.rpush("l", "a")
+    table = keys_table(r, "l", "nope")
+    assert str(table.loc["l", "length"]) == "1" and table["length"].dtype == "Int64"
