@@ -563,7 +563,8 @@ def _canonical(value: Any, function: str, where: str) -> Any:
         if all(isinstance(k, str) for k in value):
             return {k: _canonical(v, function, f"{where}[{k!r}]") for k, v in value.items()}
         return _uncacheable(function, where, "a dict with non-str keys")
-    return _uncacheable(function, where, f"{type(value).__name__} {value!r}"[:80])
+    # The type, not the repr: a repr may hold a memory address, different on every run.
+    return _uncacheable(function, where, f"the float {value!r}" if isinstance(value, float) else f"a {type(value).__name__}")
 
 
 def _uncacheable(function: str, where: str, what: str) -> Any:

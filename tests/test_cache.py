@@ -99,11 +99,11 @@ class Thing:
 @pytest.mark.parametrize(
     ("argument", "what"),
     [
-        (Thing(), "Thing"),
-        ({1, 2}, "set"),
+        (Thing(), "argument x is a Thing,"),
+        ({1, 2}, "argument x is a set,"),
         ({1: "a"}, "non-str keys"),
-        (float("nan"), "float nan"),
-        ([1, {"a": Thing()}], "Thing"),
+        (float("nan"), "argument x is the float nan,"),
+        ([1, {"a": Thing()}], r"argument x\[1\]\[.a.\] is a Thing,"),
     ],
 )
 def test_arguments_without_a_canonical_form_are_refused(r: redis.Redis, argument: object, what: str) -> None:
