@@ -146,7 +146,7 @@ class _Lease:
         self.token = None
         self._stop_renewer()
         if not self._release(token):
-            raise LockNotOwnedError(self._lost(token))
+            raise LockNotOwnedError(self._lost())
 
     def extend(self, ttl: float | None = None) -> None:
         """Reset the time left to ``ttl`` (default: the constructor's) if still the owner."""
@@ -154,11 +154,11 @@ class _Lease:
         if token is None:
             raise LockNotOwnedError(f"{self!r} was not acquired by this object (or was already released).")
         if not self._extend(token, _ms(self.ttl if ttl is None else ttl)):
-            raise LockNotOwnedError(self._lost(token))
+            raise LockNotOwnedError(self._lost())
 
-    def _lost(self, token: str) -> str:
+    def _lost(self) -> str:
         return (
-            f"{type(self).__name__} {self.name!r} is no longer held by token {token[:8]}...: its ttl of "
+            f"{type(self).__name__} {self.name!r} is no longer held by this owner: its ttl of "
             f"{self.ttl}s ran out and another holder may have it. Use a ttl longer than the work, or "
             f"auto_renew=True, and fencing tokens to protect the resource."
         )
