@@ -525,12 +525,7 @@ class CachedFunction(Generic[P, R]):
         return f"{self.name}:{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return self.cache.get_or_load(
-            self.key(*args, **kwargs),
-            lambda: self.func(*args, **kwargs),
-            ttl=self.ttl,
-            negative_ttl=self.negative_ttl,
-        )
+        return self._through(self.cache.get_or_load, args, kwargs)
 
     def bypass(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function without reading or writing the cache."""
@@ -538,7 +533,10 @@ class CachedFunction(Generic[P, R]):
 
     def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the function and store its result, whatever the cache holds."""
-        return self.cache.refresh(
+        return self._through(self.cache.refresh, args, kwargs)
+
+    def _through(self, method: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        return method(
             self.key(*args, **kwargs),
             lambda: self.func(*args, **kwargs),
             ttl=self.ttl,

@@ -3,6 +3,7 @@ threads and processes."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,29 @@ class Counter:
         with self._lock:
             self.calls += 1
         return value
+
+
+@contextlib.contextmanager
+def load_in_flight(cache: Cache, key: str, read: Callable[[], object], **options: object) -> Iterator[list[object]]:
+    """A thread calls ``get_or_load(key)``; its loader calls ``read()`` and then stops until the
+    block ends. Yields the list that receives the thread's result."""
+    inside, release = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def loader() -> object:
+        value = read()
+        inside.set()
+        release.wait(10)
+        return value
+
+    thread = threading.Thread(target=lambda: results.append(cache.get_or_load(key, loader, **options)))
+    thread.start()
+    assert inside.wait(10)
+    try:
+        yield results
+    finally:
+        release.set()
+        thread.join()
 
 
 # -- values and keys ------------------------------------------------------------------------
@@ -321,22 +346,9 @@ def test_concurrent_misses_in_separate_processes_call_the_loader_once(r: redis.R
 
 
 def test_waiters_give_up_after_wait_timeout(r: redis.Redis) -> None:
-    loading = threading.Event()
-    release = threading.Event()
     cache = Cache(r, "t", wait_timeout=0.2)
-
-    def blocked() -> str:
-        loading.set()
-        release.wait(10)
-        return "v"
-
-    loader = threading.Thread(target=lambda: cache.get_or_load("k", blocked))
-    loader.start()
-    assert loading.wait(10)
-    with pytest.raises(CacheWaitTimeout, match="Waited 0.2 s"):
+    with load_in_flight(cache, "k", lambda: "v"), pytest.raises(CacheWaitTimeout, match="Waited 0.2 s"):
         cache.get_or_load("k", lambda: "never")
-    release.set()
-    loader.join()
     assert cache.get_or_load("k", lambda: "never") == "v"
 
 
@@ -345,23 +357,10 @@ def test_stale_value_is_served_while_one_caller_reloads(r: redis.Redis) -> None:
     cache.get_or_load("k", lambda: "v1")
     time.sleep(0.1)  # logically expired, still stored for stale_ttl
     assert cache.get("k", default="expired") == "expired"
-    loading = threading.Event()
-    release = threading.Event()
-
-    def reload() -> str:
-        loading.set()
-        release.wait(10)
-        return "v2"
-
-    results: list[str] = []
-    reloader = threading.Thread(target=lambda: results.append(cache.get_or_load("k", reload, ttl=60)))
-    reloader.start()
-    assert loading.wait(10)
-    assert cache.get_or_load("k", lambda: "not me") == "v1"
-    assert cache.stats.stale_served == 1
-    release.set()
-    reloader.join()
-    assert results == ["v2"] and cache.get_or_load("k", lambda: "not me") == "v2"
+    with load_in_flight(cache, "k", lambda: "v2", ttl=60) as reloaded:
+        assert cache.get_or_load("k", lambda: "not me") == "v1"
+        assert cache.stats.stale_served == 1
+    assert reloaded == ["v2"] and cache.get_or_load("k", lambda: "not me") == "v2"
 
 
 def test_a_failed_load_releases_the_lease_at_once(r: redis.Redis) -> None:
@@ -380,23 +379,9 @@ def test_a_failed_load_releases_the_lease_at_once(r: redis.Redis) -> None:
 def test_invalidation_rejects_a_load_that_read_before_the_update(r: redis.Redis) -> None:
     cache = Cache(r, "t")
     database = {"user": "old"}
-    has_read = threading.Event()
-    updated = threading.Event()
-
-    def load() -> str:
-        value = database["user"]
-        has_read.set()
-        updated.wait(10)  # the update and its invalidation happen right here
-        return value
-
-    results: list[str] = []
-    reader = threading.Thread(target=lambda: results.append(cache.get_or_load("user", load)))
-    reader.start()
-    assert has_read.wait(10)
-    database["user"] = "new"
-    cache.invalidate("user")
-    updated.set()
-    reader.join()
+    with load_in_flight(cache, "user", lambda: database["user"]) as results:
+        database["user"] = "new"  # the update and its invalidation land while the loader is paused
+        cache.invalidate("user")
     assert results == ["old"]  # the reader got what it read...
     assert cache.stats.rejected_writes == 1  # ...but could not cache it
     assert cache.get_or_load("user", lambda: database["user"]) == "new"
@@ -404,20 +389,8 @@ def test_invalidation_rejects_a_load_that_read_before_the_update(r: redis.Redis)
 
 def test_write_through_set_ends_a_load_in_flight(r: redis.Redis) -> None:
     cache = Cache(r, "t")
-    has_read = threading.Event()
-    written = threading.Event()
-
-    def load() -> str:
-        has_read.set()
-        written.wait(10)
-        return "old"
-
-    reader = threading.Thread(target=lambda: cache.get_or_load("k", load))
-    reader.start()
-    assert has_read.wait(10)
-    cache.set("k", "new")
-    written.set()
-    reader.join()
+    with load_in_flight(cache, "k", lambda: "old"):
+        cache.set("k", "new")
     assert cache.get("k") == "new"
 
 
