@@ -268,7 +268,7 @@ class ScanScale:
     sizes: tuple[int, ...]
     counts: tuple[int, ...]
     plan: Plan
-    probe_runs: int  # KEYS and full SCANs made while the concurrent client measures
+    probe_runs: int  # KEYS calls and full SCAN loops per phase while the bystander client measures
 
 
 SCAN_SCALES = {
@@ -280,12 +280,22 @@ SCAN_SCALES = {
 
 
 def scan_sweep(
-    bench: Bench, client: redis.Redis, *, sizes: Sequence[int], counts: Sequence[int], plan: Plan
+    bench: Bench,
+    client: redis.Redis,
+    url: str,
+    *,
+    sizes: Sequence[int],
+    counts: Sequence[int],
+    plan: Plan,
+    probe_runs: int,
+    probe_counts: Sequence[int] = (100, 1000),
 ) -> pd.DataFrame:
-    """Enumerate keyspaces of ``sizes`` keys (``bench:scan:{i}``) with KEYS and with SCAN per COUNT.
+    """KEYS vs SCAN over keyspaces of ``sizes`` keys (``bench:scan:{i}``), grown with pipelines.
 
-    The keyspace grows from one size to the next (loaded with chunked pipelines). A call is a
-    whole enumeration, so ``p50_us`` is its latency and ``ops_per_s`` keys per second.
+    Rows with ``measure == "enumerate"``: one whole enumeration per call, KEYS and a SCAN loop per
+    COUNT (``p50_us`` its latency, ``ops_per_s`` keys per second, ``round_trips`` its calls).
+    With ``probe_runs``, rows with ``measure == "concurrent GET"`` too: ``concurrent_latency`` at
+    each size, the phase in ``method``.
     """
     pattern, loaded, rows = f"{PREFIX}scan:*", 0, []
     for size in sorted(sizes):
@@ -297,8 +307,12 @@ def scan_sweep(
             scan = partial(scan_keys, client, match=pattern, count=count)
             enumerations.append(("SCAN", count, scan, scan()[1]))
         for method, count, fn, round_trips in bench.progress(enumerations, desc=f"enumerate {size:,} keys"):
-            case = {"keys": size, "method": method, "count": count, "round_trips": round_trips}
+            case = {"measure": "enumerate", "keys": size, "method": method, "count": count, "round_trips": round_trips}
             rows.append(bench.measure(case, fn, ops_per_call=size, plan=plan))
+        if probe_runs:
+            concurrent = concurrent_latency(bench, client, url, match=pattern, runs=probe_runs, scan_counts=probe_counts)
+            rows += [{"measure": "concurrent GET", "keys": size, "method": row.pop("phase"), **row}
+                     for row in concurrent.to_dict("records")]
     return bench.table(rows)
 
 
@@ -534,12 +548,8 @@ def _pipeline(bench: Bench, lesson: Lesson) -> pd.DataFrame:
 
 def _scan(bench: Bench, lesson: Lesson) -> pd.DataFrame:
     scale = SCAN_SCALES[bench.scale]
-    enumerations = scan_sweep(bench, lesson.client, sizes=scale.sizes, counts=scale.counts, plan=scale.plan)
-    concurrent = concurrent_latency(bench, lesson.client, lesson.url, match=f"{PREFIX}scan:*", runs=scale.probe_runs)
-    concurrent = concurrent.rename(columns={"phase": "method"}).assign(keys=max(scale.sizes))
-    rows = [*enumerations.assign(measure="enumerate").to_dict("records"),
-            *concurrent.assign(measure="concurrent GET").to_dict("records")]
-    return bench.table(rows)[["measure", *enumerations.columns, "server_ms_per_call"]]
+    return scan_sweep(bench, lesson.client, lesson.url, sizes=scale.sizes, counts=scale.counts, plan=scale.plan,
+                      probe_runs=scale.probe_runs)
 
 
 def _pool(bench: Bench, lesson: Lesson) -> pd.DataFrame:

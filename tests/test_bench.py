@@ -262,15 +262,19 @@ def test_scan_keys_counts_its_round_trips(round_trips, redis_url, r) -> None:
     assert trips.count == 1
 
 
-def test_scan_sweep_rows(r) -> None:
-    frame = bm.scan_sweep(Bench(r, scale="quick"), r, sizes=(300, 100), counts=(10, 1000), plan=Plan(1, 0, 1))
-    assert list(zip(frame["keys"], frame["method"])) == [(100, "KEYS"), (100, "SCAN"), (100, "SCAN"),
-                                                         (300, "KEYS"), (300, "SCAN"), (300, "SCAN")]
-    keys_rows = frame[frame.method == "KEYS"]
+def test_scan_sweep_rows(r, redis_url) -> None:
+    frame = bm.scan_sweep(Bench(r, scale="quick"), r, redis_url, sizes=(300, 100), counts=(10, 1000),
+                          plan=Plan(1, 0, 1), probe_runs=1, probe_counts=(100,))
+    enumerated = frame[frame.measure == "enumerate"]
+    assert list(zip(enumerated["keys"], enumerated["method"])) == [
+        (100, "KEYS"), (100, "SCAN"), (100, "SCAN"), (300, "KEYS"), (300, "SCAN"), (300, "SCAN")]
+    keys_rows = enumerated[enumerated.method == "KEYS"]
     assert (keys_rows["round_trips"] == 1).all() and keys_rows["count"].isna().all()
-    scan_10 = frame[(frame.method == "SCAN") & (frame["count"] == 10)]
-    assert (scan_10["round_trips"] > 1).all()
-    assert r.dbsize() == 300
+    assert (enumerated[enumerated["count"] == 10]["round_trips"] > 1).all()
+    concurrent = frame[frame.measure == "concurrent GET"]
+    assert list(zip(concurrent["keys"], concurrent["method"])) == [
+        (100, "idle"), (100, "KEYS"), (100, "SCAN COUNT 100"), (300, "idle"), (300, "KEYS"), (300, "SCAN COUNT 100")]
+    assert r.dbsize() == 301  # the keyspace and the bystander's key
 
 
 def test_latency_probe_measures_from_another_process(r, redis_url) -> None:
