@@ -130,6 +130,28 @@ def test_reap_costs_two_round_trips_when_everyone_is_alive(redis_url: str, round
     assert trips.count == 2
 
 
+def test_work_handles_everything_then_returns_when_the_queue_is_empty(r: redis.Redis) -> None:
+    q = ReliableQueue(r, "jobs", consumer="c1")
+    q.push("t1", "t2", "t3")
+    seen: list[str] = []
+    assert q.work(seen.append, block=0.1) == 3
+    assert seen == ["t1", "t2", "t3"]
+    assert r.keys("jobs:p*") == []
+
+
+def test_a_failing_handler_keeps_its_task_for_redelivery(r: redis.Redis) -> None:
+    q = ReliableQueue(r, "jobs", consumer="c1")
+    q.push("t1", "t2")
+
+    def handle(task: str) -> None:
+        raise RuntimeError(f"cannot handle {task}")
+
+    with pytest.raises(RuntimeError, match="cannot handle t1"):
+        q.work(handle, block=0.1)
+    assert r.lrange("jobs:processing:c1", 0, -1) == ["t1"]
+    assert q.release() == 1 and r.lrange("jobs:pending", 0, -1) == ["t2", "t1"]
+
+
 def test_release_gives_unfinished_tasks_back(r: redis.Redis) -> None:
     q = ReliableQueue(r, "jobs", consumer="c1")
     q.push("t1", "t2", "t3")
@@ -152,21 +174,16 @@ def produce(url: str, first: int, count: int) -> None:
 
 def consume(url: str, consumer: str, victim: bool) -> None:
     q = ReliableQueue(connect(url), QUEUE, consumer=consumer, heartbeat_ttl=TTL)
-    r = q.client
-    handled = 0
-    while True:
-        task = q.claim(block=0.2)
-        if task is None:
-            q.reap()
-            if r.exists("producers-done") and q.depth() == {"pending": 0, "processing": 0}:
-                return
-            continue
-        if victim and handled == 2:
-            r.rpush("victims-busy", consumer)
+    handled: list[str] = []
+
+    def handle(task: str) -> None:
+        if victim and len(handled) == 2:
+            q.client.rpush("victims-busy", consumer)
             time.sleep(60)  # killed here, holding ``task``
-        r.hincrby("done", task, 1)
-        q.ack(task)
-        handled += 1
+        q.client.hincrby("done", task, 1)
+        handled.append(task)
+
+    q.work(handle, block=0.2, until=lambda: bool(q.client.exists("producers-done")) and not any(q.depth().values()))
 
 
 def test_no_task_is_lost_when_consumers_are_killed_mid_task(r: redis.Redis, redis_url: str) -> None:
