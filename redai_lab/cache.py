@@ -454,6 +454,8 @@ class Cache:
         if self.is_negative(value):
             negative = self.negative_ttl if negative_ttl is None else negative_ttl
             seconds = seconds if negative is None else negative
+        if seconds <= 0:
+            raise ValueError(f"a TTL must be > 0 seconds, got {seconds!r}; to cache nothing, do not call the cache")
         if self.jitter:
             seconds *= 1 - self.jitter * self.random()
         payload = self.serializer.dumps(value)

@@ -240,6 +240,9 @@ def test_negative_results_get_their_own_ttl(r: redis.Redis) -> None:
     per_call = Cache(r, "u", ttl=60)
     per_call.get_or_load("missing", lambda: None, negative_ttl=5)
     assert 0 < r.pttl("u:missing") <= 5000
+    with pytest.raises(ValueError, match="a TTL must be > 0"):
+        per_call.get_or_load("zero", lambda: None, negative_ttl=0)
+    assert r.exists(per_call.lease_key("zero")) == 0
 
 
 def test_jitter_spreads_expiry_below_the_ttl(r: redis.Redis) -> None:
