@@ -310,7 +310,8 @@ class Semaphore(_Lease):
 
     kind = "semaphore"
 
-    # Shared prologue: the server's clock in ms, and the expired holders pruned.
+    # Shared prologue: the server's clock in ms (TIME then writes: fine, Redis replicates a
+    # script's effects), and the expired holders pruned.
     _PRUNE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

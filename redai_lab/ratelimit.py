@@ -8,13 +8,13 @@ identity (a user id, an API key, an IP address)::
     if not result.allowed:
         raise TooManyRequests(retry_after=result.retry_after)
 
-| class                  | stores per identity           | precision                  | bursts                        |
-| ---------------------- | ----------------------------- | -------------------------- | ----------------------------- |
-| ``FixedWindow``        | a small hash (window, count)  | exact per clock window     | up to 2 x limit at an edge  |
-| ``SlidingLog``         | one sorted-set entry per unit | exact over any period      | never more than limit         |
-| ``SlidingWindowCounter``| a small hash (2 counts)      | approximate (weighted)     | about limit                   |
-| ``TokenBucket``        | a small hash (tokens, time)   | exact, smooth refill       | limit at once, then the rate  |
-| ``GCRA``               | one number                    | exact, smooth refill       | limit at once, then the rate  |
+| class                    | stores per identity           | precision              | bursts                            |
+| ------------------------ | ----------------------------- | ---------------------- | --------------------------------- |
+| ``FixedWindow``          | a small hash (window, count)  | exact per clock window | up to 2 x limit at a window edge  |
+| ``SlidingLog``           | one sorted-set entry per unit | exact over any period  | never more than limit             |
+| ``SlidingWindowCounter`` | a small hash (2 counts)       | approximate (weighted) | can exceed limit at window edges  |
+| ``TokenBucket``          | a small hash (tokens, time)   | exact, smooth refill   | limit at once, then the rate      |
+| ``GCRA``                 | one number                    | exact, smooth refill   | limit at once, then the rate      |
 
 Design (the same for all five):
 
