@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from celery import Celery, Task
+from celery import Celery, Task  # type: ignore[import-untyped]
 
 from .connection import connect
 from .errors import LabError
@@ -103,7 +103,7 @@ class ReliableQueue:
         if block is None:
             pipe.lmove(self.pending, self.processing, "RIGHT", "LEFT")
         else:
-            pipe.blmove(self.pending, self.processing, block, "RIGHT", "LEFT")
+            pipe.blmove(self.pending, self.processing, block, "RIGHT", "LEFT")  # type: ignore[arg-type]
         task: str | None = pipe.execute()[-1]
         return task
 
@@ -150,14 +150,14 @@ class ReliableQueue:
 
         Two round trips when every consumer is alive, plus one per dead consumer.
         """
-        consumers = sorted(self.client.smembers(self.consumers))
+        consumers = self._registered()
         if not consumers:
             return {}
         pipe = self.client.pipeline(transaction=False)
         for consumer in consumers:
             pipe.exists(self.alive_key(consumer))
         alive = pipe.execute()
-        reaped = {}
+        reaped: dict[str, int] = {}
         for consumer, is_alive in zip(consumers, alive):
             # The script checks the heartbeat again: it may have come back since.
             if not is_alive and (moved := self._reap_one(consumer)) >= 0:
@@ -166,13 +166,18 @@ class ReliableQueue:
 
     def depth(self) -> dict[str, int]:
         """Tasks waiting and tasks held by consumers (what a dashboard should show)."""
-        consumers = sorted(self.client.smembers(self.consumers))
+        consumers = self._registered()
         pipe = self.client.pipeline(transaction=False)
         pipe.llen(self.pending)
         for consumer in consumers:
             pipe.llen(self.processing_key(consumer))
         pending, *held = pipe.execute()
         return {"pending": int(pending), "processing": int(sum(held))}
+
+    def _registered(self) -> list[str]:
+        # Consumer names build key names: decode them even for a client without decode_responses.
+        members = self.client.smembers(self.consumers)
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
     def _beat(self, pipe: Any) -> None:
         pipe.set(self.alive_key(self.consumer), 1, px=int(self.heartbeat_ttl * 1000))

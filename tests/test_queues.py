@@ -56,7 +56,7 @@ def test_seed_queue_loses_the_task_of_a_consumer_killed_after_brpop(r: redis.Red
         "print(r.brpop('queue:tasks', timeout=5), flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    done = subprocess.run([sys.executable, "-c", consumer], capture_output=True, text=True, timeout=30)
+    done = subprocess.run([sys.executable, "-c", consumer], check=False, capture_output=True, text=True, timeout=30)
     assert done.returncode == -signal.SIGKILL
     assert done.stdout.strip() == "(b'queue:tasks', b'task-1')"  # a (key, value) pair, not the task
     assert r.dbsize() == 0  # nowhere in Redis any more: lost
@@ -119,6 +119,18 @@ def test_reap_requeues_only_dead_consumers_tasks_at_the_head_in_order(r: redis.R
     assert r.lrange("jobs:processing:alive", 0, -1) == ["t3"]
     assert dying.ack("t1") is False  # too late: it was given back and will run again
     assert alive.reap() == {}
+
+
+def test_a_client_without_decode_responses_works_too(redis_url: str) -> None:
+    raw = connect(redis_url, decode_responses=False)
+    alive, dying = (ReliableQueue(raw, "jobs", consumer=name, heartbeat_ttl=ttl) for name, ttl in
+                    (("alive", 30), ("dying", 0.1)))
+    alive.push("t1", "t2")
+    assert dying.claim() == b"t1" and alive.claim() == b"t2"
+    wait_for(lambda: not raw.exists("jobs:alive:dying"), "the dying consumer's heartbeat to expire", 10)
+    assert alive.reap() == {"dying": 1}
+    assert alive.depth() == {"pending": 1, "processing": 1}
+    raw.close()
 
 
 def test_reap_costs_two_round_trips_when_everyone_is_alive(redis_url: str, round_trips: RoundTripCounter) -> None:
@@ -256,7 +268,7 @@ def test_mixing_old_and_new_names_is_refused_unless_both_name_one_setting() -> N
     lab = celery_config("redis://127.0.0.1:1/0")
     app = configured({**lab, "BROKER_CONNECTION_MAX_RETRIES": 3})
     with pytest.raises(ImproperlyConfigured, match="BROKER_CONNECTION_MAX_RETRIES +-> broker_connection_max_retries"):
-        app.conf.broker_url
+        _ = app.conf.broker_url
     # An old name next to its new one is not an error: it is silently ignored.
     conf = configured({**lab, "CELERY_RESULT_BACKEND": "redis://127.0.0.1:1/9"}).conf
     assert conf.result_backend == "redis://127.0.0.1:1/0"
