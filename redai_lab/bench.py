@@ -163,7 +163,7 @@ def measure(
 def _timed_calls(fn: Callable[[], object], calls: int, threads: int) -> tuple[list[int], int]:
     """Every call's latency and the wall-clock time of the whole repeat, in nanoseconds."""
     per_thread: list[list[int]] = [[] for _ in range(threads)]
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
     start_line = threading.Barrier(threads + 1) if threads > 1 else None
 
     def worker(latencies: list[int]) -> None:
@@ -175,7 +175,7 @@ def _timed_calls(fn: Callable[[], object], calls: int, threads: int) -> tuple[li
                 began = clock()
                 fn()
                 latencies.append(clock() - began)
-        except BaseException as exc:  # re-raised in the caller's thread
+        except Exception as exc:  # noqa: BLE001  (re-raised in the caller's thread)
             errors.append(exc)
 
     if start_line is None:
@@ -351,7 +351,8 @@ def plot_bars(
     ylabel: str | None = None,
 ) -> Axes:
     """Grouped bars of the columns ``y`` for each value of ``x``, on a log axis by default."""
-    ax = frame.set_index(x)[list(y)].plot.bar(ax=ax, logy=logy, rot=0, figsize=(7, 4))
+    size = None if ax is not None else (7, 4)
+    ax = frame.set_index(x)[list(y)].plot.bar(ax=ax, logy=logy, rot=0, figsize=size)
     ax.set_ylabel(ylabel or ", ".join(y))
     ax.set_title(title)
     ax.grid(True, axis="y", which="both", alpha=0.3)

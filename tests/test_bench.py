@@ -17,9 +17,9 @@ import pytest
 import redis
 from redis._parsers import _HiredisParser, _RESP2Parser
 
-from redai_lab import connect
 from redai_lab import bench as hb
 from redai_lab import benchmarks as bm
+from redai_lab import connect
 from redai_lab.bench import Bench, BenchError, Plan
 from redai_lab.lesson import database_count
 
