@@ -16,6 +16,7 @@ on them (``redai_lab.celery_demo`` is its ``-A`` module).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import signal
@@ -376,6 +377,7 @@ def start_worker(
     )
     os.close(log_fd)
     worker = CeleryWorker(process, hostname, Path(log_name))
+    atexit.register(worker.stop)  # a worker never outlives its caller, nor leaves its log behind
     deadline = time.monotonic() + timeout
     while f"{hostname} ready." not in worker.log():
         if process.poll() is not None or time.monotonic() > deadline:
