@@ -318,19 +318,32 @@ def scan_sweep(
     return bench.table(rows)
 
 
-def _probe(url: str, key: str, ready: Event, stop: Event, results: Connection, max_seconds: float) -> None:
-    """In the probe process: GET ``key`` until told to stop; send every GET's start and latency."""
+def _probe(
+    url: str, key: str, ready: Event, stop: Event, results: Connection, interval_ns: int, max_seconds: float
+) -> None:
+    """In the probe process: a GET of ``key`` due every ``interval_ns``, until told to stop.
+
+    Sends back each GET's start and latency. A GET that fell due while the previous one was still
+    waiting starts at its due time (the queueing a stall causes counts); otherwise it starts when
+    sent (this process waking up late is not the server's doing).
+    """
     client = redis.Redis.from_url(url)  # no retries, no pool tricks: see the stalls as they are
     client.get(key)  # connected and warm before the first timed GET
     starts, latencies = array("q"), array("q")
-    clock, deadline = time.monotonic_ns, time.monotonic_ns() + int(max_seconds * 1e9)
+    clock = time.monotonic_ns
+    due = previous_end = clock()
+    deadline = due + int(max_seconds * 1e9)
     ready.set()
     while not stop.is_set():
-        began = clock()
+        if due > clock():
+            time.sleep((due - clock()) / 1e9)
+        sent = clock()
         client.get(key)
         ended = clock()
-        starts.append(began)
-        latencies.append(ended - began)
+        start = due if due < previous_end else sent
+        starts.append(start)
+        latencies.append(ended - start)
+        due, previous_end = due + interval_ns, ended
         if ended > deadline:  # bounded in time even if nobody says stop
             break
     results.send_bytes(starts.tobytes())
@@ -339,7 +352,14 @@ def _probe(url: str, key: str, ready: Event, stop: Event, results: Connection, m
 
 
 class LatencyProbe:
-    """Another process GETting one key in a loop and timing every GET, as a bystander client would.
+    """A bystander client in another process: a GET due every ``interval_us`` (1 ms), each one timed.
+
+    The schedule is open-loop: a GET that fell due while an earlier one was still waiting counts
+    its latency from its due time. A closed loop (GET, wait, GET again) would send a single GET
+    during a 250 ms stall and record one slow sample among thousands of fast ones, while a service
+    whose requests keep arriving has every request of those 250 ms waiting. Counting from the due
+    time records them all (what load generators such as wrk2 call correcting for coordinated
+    omission). The probe's own late wake-ups are not counted: they are not the server's doing.
 
     ``window(name)`` marks when something ran in this process; after the ``with`` block,
     ``table()`` gives the latency percentiles of the GETs that overlapped each window. Times come
@@ -353,8 +373,9 @@ class LatencyProbe:
         probe.table()
     """
 
-    def __init__(self, url: str, key: str, *, max_seconds: float = 300.0) -> None:
+    def __init__(self, url: str, key: str, *, interval_us: int = 1000, max_seconds: float = 300.0) -> None:
         self.url, self.key, self.max_seconds = url, key, max_seconds
+        self.interval_ns = interval_us * 1000
         self.windows: list[tuple[str, int, int]] = []
         self.starts = self.latencies = np.zeros(0, dtype=np.int64)
 
@@ -363,7 +384,9 @@ class LatencyProbe:
         self._stop, ready = context.Event(), context.Event()
         self._results, sender = context.Pipe(duplex=False)
         self._process = context.Process(
-            target=_probe, args=(self.url, self.key, ready, self._stop, sender, self.max_seconds), daemon=True
+            target=_probe,
+            args=(self.url, self.key, ready, self._stop, sender, self.interval_ns, self.max_seconds),
+            daemon=True,
         )
         self._process.start()
         sender.close()
@@ -379,8 +402,12 @@ class LatencyProbe:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self.starts = np.frombuffer(self._results.recv_bytes(), dtype=np.int64)
-        self.latencies = np.frombuffer(self._results.recv_bytes(), dtype=np.int64)
+        try:
+            self.starts = np.frombuffer(self._results.recv_bytes(), dtype=np.int64)
+            self.latencies = np.frombuffer(self._results.recv_bytes(), dtype=np.int64)
+        except EOFError:  # the process died before sending: say so rather than a bare EOFError
+            self._process.join(timeout=30)
+            raise BenchError(f"The latency probe process died (exit code {self._process.exitcode}).") from None
         self._process.join(timeout=30)
 
     @contextlib.contextmanager

@@ -289,6 +289,12 @@ def test_latency_probe_measures_from_another_process(r, redis_url) -> None:
     assert r.info("stats")["total_commands_processed"] > probe.latencies.size  # the GETs reached Redis
 
 
+def test_a_probe_that_cannot_connect_fails_with_one_line() -> None:
+    with pytest.raises(BenchError, match=r"latency probe process did not start \(exit code 1\)"):
+        with bm.LatencyProbe("redis://127.0.0.1:1/0", "bench:probe"):
+            pass
+
+
 def test_concurrent_latency_has_a_row_per_phase_with_server_time(r, redis_url) -> None:
     bm.load_keys(r, 2000, prefix="bench:scan:")
     frame = bm.concurrent_latency(Bench(r, scale="quick"), r, redis_url, match="bench:scan:*", runs=2,
