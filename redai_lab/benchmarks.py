@@ -335,8 +335,8 @@ def _probe(
     deadline = due + int(max_seconds * 1e9)
     ready.set()
     while not stop.is_set():
-        if due > clock():
-            time.sleep((due - clock()) / 1e9)
+        if (wait := due - clock()) > 0:
+            time.sleep(wait / 1e9)
         sent = clock()
         client.get(key)
         ended = clock()
