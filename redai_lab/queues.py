@@ -35,7 +35,7 @@ from celery import Celery, Task  # type: ignore[import-untyped]
 
 from .connection import connect
 from .errors import LabError
-from .server import _die_with_parent
+from .server import die_with_parent
 
 # A dead consumer's tasks go back to the *right* end of the pending list, where consumers take
 # from, oldest first; the whole move is atomic and only happens if the heartbeat is gone.
@@ -373,7 +373,7 @@ def start_worker(
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ],
         stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True, preexec_fn=_die_with_parent,
+        start_new_session=True, preexec_fn=die_with_parent,
     )
     os.close(log_fd)
     worker = CeleryWorker(process, hostname, Path(log_name))

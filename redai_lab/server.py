@@ -267,7 +267,7 @@ def _start_local_once(binary: str, modules: list[Path], data_dir: str | None) ->
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # Ctrl-C reaches the lab, which then stops the server in order
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
 
     def stop() -> None:
@@ -331,7 +331,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: ask Linux to SIGTERM it when the parent dies, however the parent dies."""
     if sys.platform.startswith("linux"):
         pr_set_pdeathsig = 1
