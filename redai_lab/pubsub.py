@@ -51,8 +51,10 @@ class Listener:
         patterns: Iterable[str] = (),
         confirm_timeout: float = 5.0,
     ) -> None:
-        self.channels = list(channels)
-        self.patterns = list(patterns)
+        # Each name once: the server confirms a repeated name once, so counting it twice would
+        # wait for a confirmation that never comes.
+        self.channels = list(dict.fromkeys(channels))
+        self.patterns = list(dict.fromkeys(patterns))
         if not self.channels and not self.patterns:
             raise ValueError("Listener needs at least one channel or pattern to subscribe to.")
         self.messages: list[Message] = []

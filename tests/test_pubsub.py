@@ -79,3 +79,12 @@ def test_wait_for_times_out_with_a_clear_error(r) -> None:
 def test_needs_something_to_subscribe_to(r) -> None:
     with pytest.raises(ValueError, match="at least one channel or pattern"):
         Listener(r)
+
+
+def test_a_name_given_twice_is_subscribed_once(r) -> None:
+    with Listener(r, channels=[CHANNEL, CHANNEL], patterns=["tests:pubsub:*", "tests:pubsub:*"],
+                  confirm_timeout=2) as listener:
+        assert r.publish(CHANNEL, "once") == 2  # the channel and the pattern, one of each
+        got = listener.wait_for(2)
+    assert (listener.channels, listener.patterns) == ([CHANNEL], ["tests:pubsub:*"])
+    assert [(m.data, m.pattern) for m in got] == [("once", None), ("once", "tests:pubsub:*")]
