@@ -19,7 +19,8 @@ _LENGTH_COMMAND = {
 
 
 def key_info(r: redis.Redis, key: str) -> dict[str, Any]:
-    """TYPE, OBJECT ENCODING, MEMORY USAGE, length and TTL of ``key``, in one round trip."""
+    """TYPE, OBJECT ENCODING, MEMORY USAGE, length and TTL of ``key``, in two round trips
+    (``TYPE`` first: it picks the command that gives the length)."""
     key_type = r.type(key)
     pipe = r.pipeline(transaction=False)
     pipe.object("encoding", key)

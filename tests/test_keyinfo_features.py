@@ -45,3 +45,11 @@ def test_a_missing_key_keeps_counts_integers(r) -> None:
     r.rpush("l", "a")
     table = keys_table(r, "l", "nope")
     assert str(table.loc["l", "length"]) == "1" and table["length"].dtype == "Int64"
+
+
+def test_key_info_takes_two_round_trips(r, round_trips, redis_url) -> None:
+    r.rpush("l", "a", "b")
+    counted = round_trips.client(redis_url)
+    with round_trips.measure() as trips:
+        info = key_info(counted, "l")
+    assert info["length"] == 2 and trips.count == 2
