@@ -236,10 +236,8 @@ def _start_local_process(binary: str, modules: list[Path], data_dir: str | None)
     for _attempt in range(3):
         try:
             return _start_local_once(binary, modules, data_dir)
-        except ServerStartError as exc:
-            # Another process took the free port between our probe and the server's bind.
-            if "already in use" not in str(exc):
-                raise
+        except _PortTaken:  # another process took the free port between our probe and the bind
+            pass
     raise ServerStartError("redis-server could not bind a free port on 127.0.0.1 after 3 tries.")
 
 
@@ -300,28 +298,46 @@ def _throwaway(url: str, kind: str, stop: Callable[[], None]) -> RedisServer:
     return server
 
 
+class _PortTaken(ServerStartError):
+    """The port was free when probed but another process bound it first."""
+
+
+# Logged by every Redis version once it listens (after loading modules and data).
+READY_LINE = "Ready to accept connections"
+
+
 def _wait_until_ready(url: str, process: subprocess.Popen[bytes], logfile: str, timeout: float = 15) -> None:
     client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
+            log = _read_log(logfile)
             if process.poll() is not None:
-                raise ServerStartError(f"redis-server exited at start: {_last_log_line(logfile)}")
-            try:
-                if client.ping():
-                    return
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                time.sleep(0.05)
+                error = _PortTaken if "Address already in use" in log else ServerStartError
+                raise error(f"redis-server exited at start: {_last_line(log)}")
+            # Ping only once our own process says it listens: until then another server
+            # may hold the port, and would answer.
+            if READY_LINE in log:
+                try:
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                    pass
+            time.sleep(0.05)
     finally:
         client.close()
-    raise ServerStartError(f"redis-server did not answer within {timeout:.0f}s: {_last_log_line(logfile)}")
+    raise ServerStartError(f"redis-server did not answer within {timeout:.0f}s: {_last_line(_read_log(logfile))}")
 
 
-def _last_log_line(logfile: str) -> str:
+def _read_log(logfile: str) -> str:
     try:
-        lines = [line.strip() for line in Path(logfile).read_text(errors="replace").splitlines() if line.strip()]
+        return Path(logfile).read_text(errors="replace")
     except OSError:
-        return "no log written"
+        return ""
+
+
+def _last_line(log: str) -> str:
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
     return lines[-1] if lines else "empty log"
 
 

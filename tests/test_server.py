@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -134,3 +136,18 @@ def test_redact_hides_passwords() -> None:
     assert lab.redact("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
     assert lab.redact("redis://alice:s3cret@host/0") == "redis://alice:***@host/0"
     assert lab.redact("redis://host:6379/0") == "redis://host:6379/0"
+
+
+def test_a_port_taken_after_the_probe_is_retried_on_another(monkeypatch) -> None:
+    """The free-port probe races other processes: a port bound meanwhile, even by another Redis
+    (which would answer a PING), must neither fail the start nor be mistaken for our server."""
+    with lab.start_local(modules=[]) as other, socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = [urlsplit(other.url).port, taken.getsockname()[1]]
+        ports = iter(busy)
+        real_free_port = lab._free_port
+        monkeypatch.setattr(lab, "_free_port", lambda: next(ports, None) or real_free_port())
+        with lab.start_local(modules=[]) as server:
+            assert urlsplit(server.url).port not in busy
+            assert _pid_of(server.url) != _pid_of(other.url)
