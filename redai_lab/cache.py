@@ -66,11 +66,13 @@ MAGIC = "rc1"
 _KEY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 LEASE_PREFIX = "lease:"
 
-# KEYS: entry, lease. ARGV: token, lease ms. The miss path: the value if someone wrote it
-# meanwhile, else whether this caller now holds the lease (and must load).
+# KEYS: entry, lease. ARGV: token, lease ms, the stamp of the entry this caller read ('' on a
+# miss). The value if someone wrote another one meanwhile, else whether this caller now holds
+# the lease (and must load). Checking the stamp stops a caller that read an entry just before
+# another's refresh stored a new one from taking the freed lease and loading it a second time.
 _READ_OR_LEASE = """
 local value = redis.call('GET', KEYS[1])
-if value then
+if value and (ARGV[3] == '' or string.sub(value, 1, #ARGV[3]) ~= ARGV[3]) then
   return {value, 0}
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -258,8 +260,9 @@ class Cache:
     ) -> T:
         """Cache-aside: ``key``'s value, computed by ``loader()`` by one caller at a time on a miss.
 
-        A hit is one GET. A miss costs the loader plus two round trips for the one caller that
-        loads; the others poll until the value appears (at most ``wait_timeout``).
+        A hit is one GET. A miss costs the loader plus two more round trips (the lease, the
+        write) for the one caller that loads; the others poll until the value appears (at most
+        ``wait_timeout``).
         """
         started = time.perf_counter()
         text = self._get(key)  # the hit path: one round trip
@@ -269,30 +272,28 @@ class Cache:
         while True:
             if text is not None:
                 value, remaining, delta = self._decode(key, text)
-                if remaining > 0:
-                    if self._xfetch(delta, remaining) and self._take_lease(key, token := self._token()):
-                        value = self._load(key, loader, token, ttl, negative_ttl)
-                        self._count(started, hit=False, early_refreshes=1)
-                    else:
-                        self._count(started, hit=not missed)
+                fresh = remaining > 0
+                if fresh and not self._xfetch(delta, remaining):
+                    self._count(started, hit=not missed)
                     return value
-                # Expired, kept for stale_ttl: one caller reloads, the others get the old value.
-                if self._take_lease(key, token := self._token()):
+                # An early refresh, or expired and kept for stale_ttl: one caller reloads, the
+                # others get the value they read at once.
+                newer, won = self._lease(key, token := self._token(), text)
+                if won:
                     value = self._load(key, loader, token, ttl, negative_ttl)
-                    self._count(started, hit=False)
-                else:
-                    self._count(started, hit=not missed, stale_served=1)
+                    self._count(started, hit=False, early_refreshes=1 if fresh else 0)
+                    return value
+                if newer is not None:  # refreshed by another caller since our GET
+                    text = newer
+                    continue
+                self._count(started, hit=not missed, stale_served=0 if fresh else 1)
                 return value
-            token = self._token()
-            text, won = self._read_or_lease(
-                keys=[self.entry_key(key), self.lease_key(key)], args=[token, self._ms(self.lease_ttl)]
-            )
+            text, won = self._lease(key, token := self._token(), None)
             if won:
                 value = self._load(key, loader, token, ttl, negative_ttl)
                 self._count(started, hit=False)
                 return value
             if text is not None:  # written by another caller since our first GET
-                text = self._text(key, text)
                 continue
             now = time.monotonic()
             if not deadline:
@@ -427,8 +428,17 @@ class Cache:
         # Unique among concurrent holders: random per Cache, the pid for forks, a counter per call.
         return f"{self._token_prefix}{os.getpid()}:{next(self._tokens)}"
 
-    def _take_lease(self, key: str, token: str) -> bool:
-        return bool(self.client.set(self.lease_key(key), token, nx=True, px=self._ms(self.lease_ttl)))
+    def _lease(self, key: str, token: str, seen: str | None) -> tuple[str | None, bool]:
+        """``(a newer entry, None if there is none; whether ``token`` now holds the lease)``.
+
+        ``seen`` is the entry this caller read (None on a miss). Only its stamp, the envelope
+        up to the payload, is compared: a new write has another expiry time.
+        """
+        stamp = "" if seen is None else seen[: len(seen) - len(seen.split(":", 4)[-1])]
+        text, won = self._read_or_lease(
+            keys=[self.entry_key(key), self.lease_key(key)], args=[token, self._ms(self.lease_ttl), stamp]
+        )
+        return (None if text is None else self._text(key, text)), bool(won)
 
     def _load(self, key: str, loader: Callable[[], T], token: str, ttl: float | None, negative_ttl: float | None) -> T:
         started = time.perf_counter()

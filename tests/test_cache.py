@@ -27,7 +27,7 @@ from redai_lab.cache import (
     UncacheableArgument,
     should_recompute_early,
 )
-from redai_lab.serializers import SerializationError
+from redai_lab.serializers import JsonSerializer, SerializationError
 
 
 class Counter:
@@ -429,6 +429,39 @@ def test_the_cache_recomputes_early_more_often_near_expiry(r: redis.Redis) -> No
     off = Cache(r, "t", beta=0, random=random.Random(7).random)
     off.set("near", "old", ttl=0.5, delta=1.0)
     assert off.get_or_load("near", lambda: "new") == "old"
+
+
+class RefreshedMeanwhile(JsonSerializer):
+    """JSON whose first ``loads`` (a reader decoding what its GET returned) first lets another
+    caller refresh the entry: the interleaving of a refresh landing just after a read."""
+
+    def __init__(self, refresh: Callable[[], object]) -> None:
+        super().__init__()
+        self.refresh: Callable[[], object] | None = refresh
+
+    def loads(self, text: str) -> object:
+        if self.refresh:
+            self.refresh, refresh = None, self.refresh
+            refresh()
+        return super().loads(text)
+
+
+@pytest.mark.parametrize("path", ["stale", "xfetch"])
+def test_an_entry_refreshed_after_the_read_is_not_loaded_again(r: redis.Redis, path: str) -> None:
+    other = Cache(r, "t", stale_ttl=30)  # another process's cache, same namespace
+    serializer = RefreshedMeanwhile(lambda: other.refresh("k", lambda: "new", ttl=60))
+    if path == "stale":
+        cache = Cache(r, "t", ttl=0.05, stale_ttl=30, serializer=serializer)
+        other.set("k", "old", ttl=0.05)
+        time.sleep(0.1)  # logically expired, still stored for stale_ttl
+    else:  # a draw that recomputes early: -10 s * ln(1e-12) > 60 s left
+        cache = Cache(r, "t", serializer=serializer, random=lambda: 1 - 1e-12)
+        other.set("k", "old", ttl=60, delta=10.0)
+    load = Counter()
+    assert cache.get_or_load("k", lambda: load("loaded a second time")) == "new"
+    assert load.calls == 0
+    assert (cache.stats.hits, cache.stats.stale_served, cache.stats.early_refreshes) == (1, 0, 0)
+    assert r.exists(cache.lease_key("k")) == 0
 
 
 # -- warming --------------------------------------------------------------------------------
