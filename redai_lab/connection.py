@@ -8,6 +8,7 @@ is down or a wrong password fails *here*, at once, with one line that says what 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -90,7 +91,9 @@ def explain(exc: redis.RedisError, url: str) -> str:
 
 def database_url(url: str, db: int) -> str:
     """``url`` with its database replaced by ``db``."""
-    base, _, last = url.rpartition("/")
-    if base.endswith("/") or not last.isdigit():  # redis://host:port, without a db
-        return f"{url.rstrip('/')}/{db}"
-    return f"{base}/{db}"
+    parts = urlsplit(url)
+    # redis-py lets ?db= win over the path, and a unix:// path is the socket's own.
+    query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key != "db"]
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}?{urlencode([*query, ('db', str(db))])}"
+    return parts._replace(path=f"/{db}", query=urlencode(query)).geturl()

@@ -75,6 +75,35 @@ def test_database_url() -> None:
     assert database_url("redis://h:1/0", 5) == "redis://h:1/5"
     assert database_url("redis://h:1", 5) == "redis://h:1/5"
     assert database_url("redis://:pw@h:1/2", 9) == "redis://:pw@h:1/9"
+    # redis-py reads ?db= before the path, and a unix:// path is the socket's.
+    assert database_url("redis://h:1/0?db=4&protocol=3", 5) == "redis://h:1/5?protocol=3"
+    assert database_url("unix:///run/redis.sock?db=2", 5) == "unix:///run/redis.sock?db=5"
+
+
+def test_a_unix_socket_server_gets_the_lessons_database(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import time
+
+    from redai_lab.server import find_server_binary
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    socket_path = tmp_path / "redis.sock"
+    process = subprocess.Popen(
+        [find_server_binary(), "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--dir", str(tmp_path),
+         "--logfile", str(tmp_path / "redis.log")],
+    )
+    try:
+        url = f"unix://{socket_path}"
+        while not socket_path.exists():
+            assert process.poll() is None, "redis-server did not start"
+            time.sleep(0.05)
+        lesson = start_lesson("03_hashes", server=RedisServer(url=url, kind="external", throwaway=False))
+        lesson.client.set("user:1000", "in db 3")
+        assert redis.Redis.from_url(url, db=3).exists("user:1000") == 1
+        assert lesson.finish() == 1
+    finally:
+        process.terminate()
+        process.wait()
 
 
 def test_redis_cli_mirror_runs_against_the_lessons_database(lab_server, capsys) -> None:
