@@ -9,7 +9,8 @@ with identical outputs. Tests use the last database.
 * On a server the lab did not start (``REDIS_URL``) the lab never empties a database holding
   data it did not create. A lesson may start in an empty database, which it then *claims*: the
   claim (server run id and database) is written to a small file under the user's cache
-  directory, so a rerun after a crash may empty what the lab wrote. A non-empty, unclaimed
+  directory, so a rerun after a crash may empty what the lab wrote; ``finish()`` releases it,
+  so data written there later is never the lab's to empty. A non-empty, unclaimed
   database is refused with ``RefusedToFlushError`` unless the user opts in with
   ``allow_flush=True`` or ``REDAI_LAB_ALLOW_FLUSH=1``.
 
@@ -60,9 +61,11 @@ class Lesson:
         print(f"redis> {command}\n{redis_cli(self.url, command)}")
 
     def finish(self) -> int:
-        """Empty the lesson's database and return how many keys it removed."""
+        """Empty the lesson's database, release its claim, and return how many keys it removed."""
         removed = int(self.client.dbsize())
         self.client.flushdb()
+        if not self.server.throwaway:
+            _Claims().remove(str(self.client.info("server")["run_id"]), self.db)
         return removed
 
 
@@ -140,3 +143,8 @@ class _Claims:
         if f"{run_id}/{db}" not in entries:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(entries + [f"{run_id}/{db}"]))
+
+    def remove(self, run_id: str, db: int) -> None:
+        entries = self._load()
+        if f"{run_id}/{db}" in entries:
+            self.path.write_text(json.dumps([e for e in entries if e != f"{run_id}/{db}"]))

@@ -71,6 +71,17 @@ def test_an_empty_foreign_database_is_claimed_and_can_be_rerun(foreign_server) -
         start_lesson("06_sorted_sets", server=foreign_server)
 
 
+def test_a_finished_lesson_no_longer_owns_its_foreign_database(foreign_server) -> None:
+    lesson = start_lesson("04_lists", server=foreign_server)
+    lesson.client.rpush("queue", "job")
+    lesson.finish()
+    owner = redis.Redis.from_url(database_url(foreign_server.url, 4), decode_responses=True)
+    owner.set("precious", "written after the lesson, by the user")
+    with pytest.raises(RefusedToFlushError):
+        start_lesson("04_lists", server=foreign_server)
+    assert owner.get("precious") == "written after the lesson, by the user"
+
+
 def test_database_url() -> None:
     assert database_url("redis://h:1/0", 5) == "redis://h:1/5"
     assert database_url("redis://h:1", 5) == "redis://h:1/5"
