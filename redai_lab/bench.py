@@ -20,6 +20,7 @@ Progress bars are off when ``TQDM_DISABLE=1`` (as in the tests), so outputs stay
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -278,7 +279,7 @@ def save(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write ``frame`` and its environment to ``path``, as CSV or JSON by its extension.
 
     CSV starts with ``# key: value`` lines for the environment (``pd.read_csv(path,
-    comment="#")`` skips them); JSON is ``{"environment": {...}, "results": [rows]}``.
+    skiprows=len(environment))`` skips them); JSON is ``{"environment": {...}, "results": [rows]}``.
     """
     path = check_format(path)
     env = frame.attrs.get("environment", {})
@@ -300,8 +301,9 @@ def load(path: str | Path) -> pd.DataFrame:
         env = document["environment"]
     else:
         lines = path.read_text().splitlines()
-        env = dict(line[2:].split(": ", 1) for line in lines if line.startswith("# "))
-        frame = pd.read_csv(path, comment="#")
+        header = list(itertools.takewhile(lambda line: line.startswith("# "), lines))
+        env = dict(line[2:].split(": ", 1) for line in header)
+        frame = pd.read_csv(path, skiprows=len(header))  # not comment="#": a value may hold a "#"
     frame.attrs["environment"] = env
     return frame
 
