@@ -107,6 +107,8 @@ def run_bench(args: argparse.Namespace) -> int:
 
     scale = "quick" if args.quick else bench.scale_from_env(default="full")
     out = bench.check_format(args.out) if args.out else None  # a bad name fails before measuring
+    if out is not None and not out.parent.is_dir():
+        raise bench.BenchError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
     with _stop_on_sigterm(), find_or_start() as server:
         lesson = benchmarks.bench_database(server)
         try:

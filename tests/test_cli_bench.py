@@ -71,6 +71,14 @@ def test_a_bad_file_name_fails_before_measuring(tmp_path, capsys) -> None:
     assert capsys.readouterr().err == "redai-lab: Cannot write 'r.xlsx': name the file *.csv or *.json.\n"
 
 
+def test_a_missing_folder_fails_before_measuring(tmp_path, capsys) -> None:
+    out = tmp_path / "no-such-folder" / "r.csv"
+    assert cli.main(["bench", "pool", "--quick", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"redai-lab: Cannot write {out}: the folder {out.parent} does not exist; create it first.\n"
+    )
+
+
 def test_a_bad_scale_in_the_environment_is_one_line(monkeypatch, capsys) -> None:
     monkeypatch.setenv(bench.SCALE_ENV, "tiny")
     assert cli.main(["bench", "pool"]) == 2
