@@ -254,20 +254,26 @@ class TokenBucket(RateLimiter):
     algorithm = "bucket"
     LUA = """
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'time')
-local tokens = tonumber(state[1])
-if tokens then
-  tokens = math.min(limit, tokens + math.max(0, now - tonumber(state[2])) * limit / period)
-else
-  tokens = limit
+local stored, since = tonumber(state[1]) or limit, tonumber(state[2]) or now
+-- the tokens at time t, by the one formula every check uses
+local function tokens_at(t) return math.min(limit, stored + math.max(0, t - since) * limit / period) end
+local tokens = tokens_at(now)
+-- µs until `want` tokens are there. The exact quotient can fall a rounding error short of `want`
+-- in floating point: step on until the formula itself says so, so a client that waits passes.
+local function refill(want)
+  local wait = math.max(0, math.ceil((want - tokens) * period / limit))
+  while tokens_at(now + wait) < want do wait = wait + 1 end
+  return wait
 end
-local function refill(missing) return math.ceil(missing * period / limit) end
-if cost > limit then return {0, math.floor(tokens), -1, refill(limit - tokens)} end
-if tokens < cost then return {0, math.floor(tokens), refill(cost - tokens), refill(limit - tokens)} end
-tokens = tokens - cost
-redis.call('HSET', KEYS[1], 'tokens', num(tokens), 'time', num(now))
+if cost > limit then return {0, math.floor(tokens), -1, refill(limit)} end
+if tokens < cost then return {0, math.floor(tokens), refill(cost), refill(limit)} end
+stored, since = tokens - cost, now
+tokens = stored
+redis.call('HSET', KEYS[1], 'tokens', num(stored), 'time', num(since))
 -- once full again the bucket equals a missing key, so the key may go then
-redis.call('PEXPIRE', KEYS[1], ms(refill(limit - tokens)))
-return {1, math.floor(tokens), 0, refill(limit - tokens)}
+local reset = refill(limit)
+redis.call('PEXPIRE', KEYS[1], ms(reset))
+return {1, math.floor(tokens), 0, reset}
 """
 
 

@@ -166,6 +166,16 @@ def test_token_bucket_and_gcra_refill_at_the_steady_rate(algorithm, r) -> None:
     assert admitted_at(limiter, [1.9, 2.0, 2.1, 4.0]) == [False, True, False, True]
 
 
+def test_token_bucket_retry_after_survives_float_rounding(r) -> None:
+    limiter = TokenBucket(r, "float", limit=5, period=1)  # a token every 0.2 s
+    assert admitted_at(limiter, [0] * 5 + [0.223371]) == [True] * 6  # 0.116855 tokens left
+    refused = limiter.hit("sim", now=1_000_000 + 0.223372)
+    # Exactly, the token is due at 0.4 s; in floating point 0.116855 + 0.176629 * 5 is 0.99999...
+    # there, so the honest wait is one microsecond longer.
+    assert not refused.allowed
+    assert admitted_at(limiter, [0.223372 + refused.retry_after]) == [True]
+
+
 def test_gcra_burst_fits_exactly_when_the_interval_is_not_whole(r) -> None:
     limiter = GCRA(r, "odd", limit=7, period=1)  # 142857.14... µs: rounded up, never short of 7
     assert admitted_at(limiter, [0] * 8) == [True] * 7 + [False]
