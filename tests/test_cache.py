@@ -416,18 +416,20 @@ def test_xfetch_probability_rises_as_expiry_approaches() -> None:
 def test_the_cache_recomputes_early_more_often_near_expiry(r: redis.Redis) -> None:
     cache = Cache(r, "t", ttl=300, beta=1.0, random=random.Random(7).random)
     early = []
-    for ttl in (0.5, 1.0, 2.0, 8.0):
+    # Seconds, not tenths: an entry must not expire (a miss, not an early refresh) during a
+    # pause of a busy machine between its write and its read.
+    for ttl in (5, 10, 20, 80):
         for i in range(100):
-            cache.set(f"{ttl}:{i}", "old", ttl=ttl, delta=1.0)  # as if each took 1 s to compute
+            cache.set(f"{ttl}:{i}", "old", ttl=ttl, delta=10.0)  # as if each took 10 s to compute
         early.append(sum(cache.get_or_load(f"{ttl}:{i}", lambda: "new") == "new" for i in range(100)))
-    # Expected about 100 * exp(-ttl): 61, 37, 14, 0.
+    # Expected about 100 * exp(-ttl / delta): 61, 37, 14, 0.
     assert early[0] > early[1] > early[2] > early[3]
     assert early[0] > 40 and early[3] <= 1
     assert cache.stats.early_refreshes == sum(early) and cache.stats.misses == sum(early)
-    refreshed = next(i for i in range(100) if cache.get(f"0.5:{i}") == "new")
-    assert r.pttl(f"t:0.5:{refreshed}") > 290_000  # stored again with the full TTL
+    refreshed = next(i for i in range(100) if cache.get(f"5:{i}") == "new")
+    assert r.pttl(f"t:5:{refreshed}") > 290_000  # stored again with the full TTL
     off = Cache(r, "t", beta=0, random=random.Random(7).random)
-    off.set("near", "old", ttl=0.5, delta=1.0)
+    off.set("near", "old", ttl=5, delta=10.0)
     assert off.get_or_load("near", lambda: "new") == "old"
 
 
