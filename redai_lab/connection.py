@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 from .errors import LabConnectionError
@@ -55,14 +55,20 @@ def connect(
         pool = redis.ConnectionPool.from_url(url, **options)
     except ValueError as exc:
         raise LabConnectionError(f"Not a Redis URL: {redact(url)!r} ({exc}). Expected {URL_FORMS}.") from None
-    client = redis.Redis(connection_pool=pool)
     if check:
+        # One PING without retries, bounded by the connect timeout: a server that accepts
+        # connections but never answers fails here in seconds, not retries x socket_timeout.
+        probe = redis.Redis.from_url(
+            url, socket_timeout=connect_timeout, socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0), **connection_kwargs,
+        )
         try:
-            client.ping()
+            probe.ping()
         except redis.RedisError as exc:
-            client.close()
             raise LabConnectionError(explain(exc, url)) from None
-    return client
+        finally:
+            probe.close()
+    return redis.Redis(connection_pool=pool)
 
 
 def explain(exc: redis.RedisError, url: str) -> str:

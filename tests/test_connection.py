@@ -33,6 +33,18 @@ def test_nothing_listening_fails_fast_with_what_to_do() -> None:
     assert "\n" not in message
 
 
+def test_a_server_that_never_answers_fails_within_the_connect_timeout() -> None:
+    import socket
+
+    with socket.socket() as silent:  # the kernel completes the handshake; nobody ever replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        with pytest.raises(LabConnectionError, match="did not answer in time"):
+            connect(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", connect_timeout=1.0)
+        assert time.monotonic() - started < 5
+
+
 def test_the_acceptance_command_prints_a_few_lines_within_five_seconds() -> None:
     env = dict(os.environ, REDIS_URL="redis://127.0.0.1:1/0")
     env.pop("REDAI_LAB_REDIS_URL", None)
