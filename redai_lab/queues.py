@@ -268,7 +268,11 @@ def demo_app(url: str) -> Celery:
         visibility_timeout=3,
         result_expires=600,
         # kombu looks for expired deliveries every 10 s, acting on one look in 10: every second here.
-        transport_options={"unacked_restore_interval": 1, "unacked_restore_throttle": 1},
+        # Each look holds a lock (`unacked_mutex`) that outlives a worker killed during it, and
+        # stops every other worker's looks, for 300 s by default: 1 s here.
+        transport_options={
+            "unacked_restore_interval": 1, "unacked_restore_throttle": 1, "unacked_mutex_expire": 1,
+        },
     )
     # No remote control (`celery inspect`, `control`): the lesson's workers need no broadcast channel.
     app.conf.worker_enable_remote_control = False
