@@ -95,7 +95,7 @@ class ReliableQueue:
         ``block`` waits up to that many seconds for a task (``BLMOVE``); it must be shorter than
         the heartbeat TTL (else the consumer looks dead while it waits) and than the client's
         socket timeout (else the client gives up on a reply that may carry a task). One round
-        trip: the heartbeat and the move go in one pipeline.
+        trip: the heartbeat and the move go in one pipeline, and after a wait the heartbeat again.
         """
         if block is not None:
             self._check_block(block)
@@ -105,7 +105,9 @@ class ReliableQueue:
             pipe.lmove(self.pending, self.processing, "RIGHT", "LEFT")
         else:
             pipe.blmove(self.pending, self.processing, block, "RIGHT", "LEFT")  # type: ignore[arg-type]
-        task: str | None = pipe.execute()[-1]
+            # A task that came at the end of the wait gets a full heartbeat_ttl, not what is left.
+            self._beat(pipe)
+        task: str | None = pipe.execute()[2]
         return task
 
     def ack(self, task: str) -> bool:

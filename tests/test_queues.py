@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -119,6 +120,14 @@ def test_reap_requeues_only_dead_consumers_tasks_at_the_head_in_order(r: redis.R
     assert r.lrange("jobs:processing:alive", 0, -1) == ["t3"]
     assert dying.ack("t1") is False  # too late: it was given back and will run again
     assert alive.reap() == {}
+
+
+def test_a_task_that_comes_late_in_a_blocking_claim_gets_a_full_heartbeat(r: redis.Redis) -> None:
+    q = ReliableQueue(r, "jobs", consumer="c1", heartbeat_ttl=2)
+    threading.Timer(1.2, q.push, args=("t1",)).start()
+    assert q.claim(block=1.9) == "t1"
+    # Not the 0.8 s the wait left of the TTL: a reaper would requeue a task that just started.
+    assert r.pttl("jobs:alive:c1") > 1000
 
 
 def test_a_client_without_decode_responses_works_too(redis_url: str) -> None:
