@@ -23,6 +23,7 @@ after a failover the new primary may not know a lock was taken. See the lesson
 
 from __future__ import annotations
 
+import math
 import random
 import secrets
 import threading
@@ -84,8 +85,7 @@ class _Lease:
     def __init__(self, r: redis.Redis, name: str, *, ttl: float, timeout: float | None, auto_renew: bool) -> None:
         if not name:
             raise ValueError(f"A {self.kind} needs a non-empty name.")
-        if not ttl >= 0.001:
-            raise ValueError(f"ttl must be at least 0.001 seconds, not {ttl!r}: every holder must expire.")
+        _check_ttl(ttl)
         if timeout is not None and not timeout >= 0:
             raise ValueError(f"timeout must be >= 0 seconds (or None to wait for ever), not {timeout!r}.")
         self.r = r
@@ -153,6 +153,8 @@ class _Lease:
         token = self.token
         if token is None:
             raise LockNotOwnedError(f"{self!r} was not acquired by this object (or was already released).")
+        if ttl is not None:
+            _check_ttl(ttl)
         if not self._extend(token, _ms(self.ttl if ttl is None else ttl)):
             raise LockNotOwnedError(self._lost())
 
@@ -197,6 +199,11 @@ class _Lease:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.release()
+
+
+def _check_ttl(ttl: float) -> None:
+    if not 0.001 <= ttl < math.inf:
+        raise ValueError(f"ttl must be finite and >= 0.001 seconds, not {ttl!r}: every holder must expire.")
 
 
 def _ms(seconds: float) -> int:

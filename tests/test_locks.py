@@ -177,9 +177,13 @@ def test_misuse_gets_one_clear_error(r) -> None:
     lock.acquire()
     with pytest.raises(LockError, match="not reentrant"):
         lock.acquire()
-    lock.release()
     with pytest.raises(ValueError, match="ttl"):
-        Lock(r, "x", ttl=0)
+        lock.extend(0)  # not a 1 ms lease that silently frees the lock
+    assert r.pttl(lock.key) > 1000
+    lock.release()
+    for ttl in (0, float("inf")):
+        with pytest.raises(ValueError, match="ttl"):
+            Lock(r, "x", ttl=ttl)
     with pytest.raises(ValueError, match="timeout"):
         Lock(r, "x", timeout=-1)
     with pytest.raises(ValueError, match="limit"):
