@@ -126,9 +126,10 @@ def test_the_lock_expires_and_the_fencing_counter_does_not(r) -> None:
 
 
 def test_auto_renewal_keeps_the_lock_past_its_ttl_and_stops_on_release(r) -> None:
-    lock = Lock(r, "renewed", ttl=0.3, auto_renew=True)
+    # ttl 0.6 s, renewed every 0.2 s: a renewal may be 0.4 s late on a starved machine.
+    lock = Lock(r, "renewed", ttl=0.6, auto_renew=True)
     lock.acquire()
-    time.sleep(1.0)  # over 3 ttls
+    time.sleep(2.0)  # over 3 ttls
     assert lock.owned()
     assert not Lock(r, "renewed").acquire(blocking=False)
     renewer = lock._renewer
