@@ -37,7 +37,12 @@ def require(r: redis.Redis, command: str, *, why: str = "") -> bool:
     print(
         f"This server (Redis {version}) has no {command.upper()}"
         + (f", needed {why}" if why else "")
-        + ". The cells below say what they would show; run the lab on Redis 8 (Docker) to see it."
+        + ". The cells below say what they would show; "
+        + (
+            "a server with its module loaded runs them (the lab's own server loads JSON and Bloom)."
+            if "." in command  # module commands are namespaced: JSON.SET, BF.ADD, ...
+            else "a newer Redis runs them (Redis 8: `docker compose up -d`, or Debian 13's redis-server)."
+        )
     )
     return False
 
