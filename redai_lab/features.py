@@ -2,13 +2,20 @@
 
 A lesson never skips silently: ``require(...)`` returns False *and prints why* when the server
 lacks a command or module, so the notebook's output says what was not shown and how to get it.
+With ``REDAI_LAB_COMPAT_LOG`` set, each such gap is also appended to that file as a JSON line
+(lesson, command, server): the compatibility matrix is built from these (``redai_lab.compat``).
 """
 
 from __future__ import annotations
 
+import json
+import os
+
 import redis
 
 from .errors import MissingFeatureError
+
+COMPAT_LOG_ENV = "REDAI_LAB_COMPAT_LOG"
 
 
 def server_version(r: redis.Redis) -> tuple[int, ...]:
@@ -33,18 +40,38 @@ def require(r: redis.Redis, command: str, *, why: str = "") -> bool:
     """True when the server has ``command``; otherwise print what is missing and return False."""
     if has_command(r, command):
         return True
-    version = ".".join(map(str, server_version(r)))
+    product = server_product(r)
     print(
-        f"This server (Redis {version}) has no {command.upper()}"
+        f"This server ({product}) has no {command.upper()}"
         + (f", needed {why}" if why else "")
         + ". The cells below say what they would show; "
         + (
-            "a server with its module loaded runs them (the lab's own server loads JSON and Bloom)."
+            "a server with its module loaded runs them (the lab's default server, Redis 8.2, loads JSON, Bloom "
+            "and Search)."
             if "." in command  # module commands are namespaced: JSON.SET, BF.ADD, ...
-            else "a newer Redis runs them (Redis 8: `docker compose up -d`, or Debian 13's redis-server)."
+            else "the lab's default server (Redis 8.2: unset REDAI_LAB_SERVER) runs them."
         )
     )
+    _log_gap(command, product)
     return False
+
+
+def server_product(r: redis.Redis) -> str:
+    """``"Redis 8.2.3"`` or ``"Valkey 9.1.2"``: what the server is, as its INFO says."""
+    info = r.info("server")
+    if valkey := info.get("valkey_version"):
+        return f"Valkey {valkey}"
+    return f"Redis {info['redis_version']}"
+
+
+def _log_gap(command: str, product: str) -> None:
+    path = os.environ.get(COMPAT_LOG_ENV)
+    if not path:
+        return
+    from .lesson import current_lesson  # the lesson this kernel started, if any
+
+    with open(path, "a", encoding="utf-8") as log:
+        log.write(json.dumps({"lesson": current_lesson(), "missing": command.upper(), "server": product}) + "\n")
 
 
 def ensure(r: redis.Redis, command: str, *, hint: str) -> None:

@@ -69,8 +69,18 @@ class Lesson:
         return removed
 
 
+_current_lesson: str | None = None
+
+
+def current_lesson() -> str | None:
+    """The name of the lesson this process started last (``"03_hashes"``), if any."""
+    return _current_lesson
+
+
 def start_lesson(name: str, *, server: RedisServer | None = None, allow_flush: bool | None = None) -> Lesson:
     """Claim lesson ``name``'s database (``"03_hashes"`` -> db 3), emptied, and connect to it."""
+    global _current_lesson
+    _current_lesson = name
     server = server or lab_server()
     match = re.match(r"(\d+)", name)
     number = int(match.group(1)) if match else TESTS_DB

@@ -38,7 +38,21 @@ def test_features(r, capsys) -> None:
     assert not require(r, "NO.SUCH", why="for the demo")
     out = capsys.readouterr().out
     assert "has no NO.SUCH, needed for the demo" in out and "module loaded" in out
-    assert not require(r, "NOSUCH") and "a newer Redis runs them" in capsys.readouterr().out
+    assert not require(r, "NOSUCH") and "the lab's default server (Redis 8.2" in capsys.readouterr().out
+
+
+def test_a_missing_feature_is_logged_for_the_compatibility_matrix(r, tmp_path, monkeypatch, capsys) -> None:
+    import json
+
+    from redai_lab import features, lesson
+
+    log = tmp_path / "gaps.jsonl"
+    monkeypatch.setenv(features.COMPAT_LOG_ENV, str(log))
+    monkeypatch.setattr(lesson, "_current_lesson", "03_hashes")
+    assert require(r, "SET") and not log.exists()
+    assert not require(r, "no.such")
+    (entry,) = [json.loads(line) for line in log.read_text().splitlines()]
+    assert entry == {"lesson": "03_hashes", "missing": "NO.SUCH", "server": features.server_product(r)}
     with pytest.raises(MissingFeatureError, match="has no NO.SUCH: load it"):
         ensure(r, "no.such", hint="load it")
 
