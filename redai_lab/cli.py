@@ -44,6 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--out", metavar="FILE", help="also write the results to FILE (.csv or .json)")
     bench.set_defaults(run=run_bench)
 
+    compat = commands.add_parser(
+        "compat", help="build the compatibility matrix from test runs on each server (what `./lab compat` calls)"
+    )
+    compat.add_argument("runs", type=Path, help="folder with one NAME/junit.xml and NAME/gaps.jsonl per server")
+    action = compat.add_mutually_exclusive_group(required=True)
+    action.add_argument("--write", action="store_true", help="write docs/compatibility.* and the README's table")
+    action.add_argument("--check", action="store_true", help="fail when the committed matrix says otherwise")
+    compat.set_defaults(run=run_compat)
+
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
@@ -124,6 +133,25 @@ def run_bench(args: argparse.Namespace) -> int:
     print(frame.to_string(index=False, float_format="{:,.1f}".format))
     if out is not None:
         print(f"wrote {bench.save(frame, out)}")
+    return 0
+
+
+def run_compat(args: argparse.Namespace) -> int:
+    from . import compat
+
+    matrix = compat.build(args.runs)
+    if args.write:
+        for path in compat.write(matrix):
+            print(f"wrote {path}")
+        return 0
+    differences, notes = compat.check(matrix, compat.load_committed())
+    for note in notes:
+        print(f"redai-lab compat: {note}")
+    if differences:
+        print("redai-lab compat: the committed compatibility matrix is out of date (run `./lab compat` and "
+              "commit docs/ and README.md): " + "; ".join(differences), file=sys.stderr)
+        return 1
+    print("redai-lab compat: the committed matrix matches these runs")
     return 0
 
 
