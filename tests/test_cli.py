@@ -90,7 +90,7 @@ def test_start_serves_jupyterlab_and_stops_the_server_with_it() -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env_without_servers(),
     )
     try:
-        url = _read_until(process, r"^redai-lab: Redis \S+ \(local, throwaway\) at (\S+);").group(1)
+        url = _read_until(process, r"^redai-lab: (?:Redis|Valkey) \S+ \(local, [^)]*throwaway\) at (\S+);").group(1)
         redis_pid = int(redis.Redis.from_url(url).info("server")["process_id"])
         deadline = time.monotonic() + 90
         while True:
