@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import redis
 
 from .commanddocs import command_docs
@@ -136,28 +137,36 @@ def command_support(r: redis.Redis, commands: tuple[Command, ...] = COMMANDS) ->
     return support
 
 
+def observe(r: redis.Redis) -> dict[str, Any]:
+    """What the server behind ``r`` is, and its commands and ``PROBES`` (writes ``probe:*`` keys)."""
+    features = {}
+    for item in PROBES:
+        try:
+            features[item.feature] = item.observe(r)
+        except redis.ResponseError as exc:  # a behaviour the server refuses is a finding
+            features[item.feature] = f"error: {str(exc).splitlines()[0][:60]}"
+    return {"product": server_product(r), "commands": command_support(r), "features": features}
+
+
 def probe(choice: str) -> dict[str, Any]:
-    """Start a throwaway server of kind ``choice`` and observe its commands and features."""
+    """Start a throwaway server of kind ``choice`` and ``observe`` it."""
     binary = find_server_binary(choice)
     if binary is None:
         return {"product": "not installed here", "commands": {}, "features": {}}
     with start_local(binary) as server:
         client = redis.Redis.from_url(server.url, decode_responses=True)
         try:
-            features = {}
-            for item in PROBES:
-                try:
-                    features[item.feature] = item.observe(client)
-                except redis.ResponseError as exc:  # a behaviour the server refuses is a finding
-                    features[item.feature] = f"error: {str(exc).splitlines()[0][:60]}"
-            return {
-                "product": server_product(client),
-                "modules": {name: ver for name, ver in sorted(server.modules.items())},
-                "commands": command_support(client),
-                "features": features,
-            }
+            return observe(client)
         finally:
             client.close()
+
+
+def committed_column(product: str) -> tuple[str, dict[str, Any]] | None:
+    """The committed matrix's column for a server of this product and version, if there is one."""
+    if not MATRIX_JSON.exists():
+        return None
+    return next(((name, column) for name, column in load_committed()["servers"].items()
+                 if column["product"] == product), None)
 
 
 def lesson_results(run_dir: Path) -> dict[str, Any]:
@@ -207,7 +216,7 @@ def build(runs: Path) -> dict[str, Any]:
 
 
 def lesson_cell(result: dict[str, Any] | None) -> str:
-    """One lesson on one server, in words: ``works``, ``works without X (said in the lesson)``, ``fails ...``."""
+    """One lesson on one server, in words: ``works``, ``works; skips X (says so)``, ``fails ...``."""
     if not result:
         return "not run"
     if result["failed"]:
@@ -217,79 +226,100 @@ def lesson_cell(result: dict[str, Any] | None) -> str:
     return "works"
 
 
-def render_markdown(matrix: dict[str, Any]) -> str:
-    """``docs/compatibility.md``: lessons, features, commands and unit tests on every server."""
+def _columns(matrix: dict[str, Any]) -> list[str]:
+    return [f"{name} ({column['product']})" for name, column in matrix["servers"].items()]
+
+
+def lessons_frame(matrix: dict[str, Any]) -> pd.DataFrame:
+    """Lesson by server: how each lesson ran there."""
     servers = matrix["servers"]
-    names = list(servers)
-    header = "| | " + " | ".join(f"{n}: {servers[n]['product']}" for n in names) + " |"
-    rule = "|---" * (len(names) + 1) + "|"
-    default = names[0]
-    lines = [
+    lessons = sorted({lesson for column in servers.values() for lesson in column["lessons"]})
+    rows = [[lesson_cell(column["lessons"].get(lesson)) for column in servers.values()] for lesson in lessons]
+    return pd.DataFrame(rows, index=pd.Index(lessons, name="lesson"), columns=_columns(matrix))
+
+
+def features_frame(matrix: dict[str, Any]) -> pd.DataFrame:
+    """Behaviour by server, as observed; ``differs`` marks where a server departs from the default."""
+    servers = list(matrix["servers"].values())
+    rows = []
+    for item in PROBES:
+        values = [column["features"].get(item.feature, "not run") for column in servers]
+        rows.append([item.lesson, *values, "yes" if any(value != values[0] for value in values) else ""])
+    index = pd.Index([item.feature for item in PROBES], name="feature")
+    return pd.DataFrame(rows, index=index, columns=["lesson", *_columns(matrix), "differs"])
+
+
+def commands_frame(matrix: dict[str, Any]) -> pd.DataFrame:
+    """Command by server: ``yes``, ``no`` or ``no OPTION``, with the version the lessons' use needs."""
+    servers = list(matrix["servers"].values())
+    rows = []
+    for command in COMMANDS:
+        origin = f"{command.module} " if command.module else ""
+        rows.append([origin + command.needs,
+                     *[column["commands"].get(command.display_name, "not run") for column in servers]])
+    index = pd.Index([c.display_name for c in COMMANDS], name="command")
+    return pd.DataFrame(rows, index=index, columns=["needs", *_columns(matrix)])
+
+
+def units_frame(matrix: dict[str, Any]) -> pd.DataFrame:
+    """Unit-test module by server: passed, failed and skipped counts."""
+    servers = list(matrix["servers"].values())
+    modules = sorted({module for column in servers for module in column["unit_tests"]})
+    rows = [[", ".join(f"{n} {k}" for k, n in counts.items() if n) if (counts := column["unit_tests"].get(m))
+             else "not run" for column in servers] for m in modules]
+    return pd.DataFrame(rows, index=pd.Index(modules, name="test module"), columns=_columns(matrix))
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a Markdown table, its index as the first column."""
+    header = [frame.index.name or "", *map(str, frame.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for label, row in frame.iterrows():
+        lines.append("| " + " | ".join([str(label), *(str(value) for value in row)]) + " |")
+    return "\n".join(lines)
+
+
+def render_markdown(matrix: dict[str, Any]) -> str:
+    """``docs/compatibility.md``: lessons, behaviours, commands and unit tests on every server."""
+    default, column = next(iter(matrix["servers"].items()))
+    return "\n".join([
         "# Compatibility matrix",
         "",
         "Generated by `./lab compat` (and checked by CI) from live runs: every lesson executed and the unit",
         "tests run on each server, and each server probed for every command the lessons teach. Do not edit",
-        f"by hand. The committed lesson outputs are recorded on {servers[default]['product']} ({default}, the",
-        "default); on the others the lessons run unchanged and say in one line what a server lacks.",
+        f"by hand. The committed lesson outputs are recorded on {column['product']} ({default}, the default);",
+        "on the others the lessons run unchanged and say in one line what a server lacks.",
         "",
         "## Lessons",
         "",
-        lesson_table(matrix),
+        markdown_table(lessons_frame(matrix)),
         "",
         "## Behaviours that differ",
         "",
-        "Observed on each server; **bold** where it differs from the default server.",
+        "Observed on each server while the matrix was built.",
         "",
-        header.replace("| |", "| feature (lesson) |", 1),
-        rule,
-    ]
-    for item in PROBES:
-        cells = []
-        for name in names:
-            value = servers[name]["features"].get(item.feature, "not run")
-            differs = value != servers[default]["features"].get(item.feature)
-            cells.append(f"**{value}**" if differs else value)
-        lines.append(f"| {item.feature} ({item.lesson}) | " + " | ".join(cells) + " |")
-    lines += ["", "## Commands", "",
-              "Each command as the lessons use it (options included): `yes`, `no` (the command is missing) or",
-              "`no OPTION` (an option the lessons use is missing). `needs` is the Redis version that introduced",
-              "the command and those options (for a module command, the module's version).", "",
-              "| command | needs | " + " | ".join(names) + " |", "|---|---" + "|---" * len(names) + "|"]
-    for command in COMMANDS:
-        origin = f"{command.module} " if command.module else ""
-        cells = [_bold_unless(servers[name]["commands"].get(command.display_name, "not run")) for name in names]
-        lines.append(f"| {command.display_name} | {origin}{command.needs} | " + " | ".join(cells) + " |")
-    lines += ["", "## Unit tests", "", header.replace("| |", "| test module |", 1), rule]
-    modules = sorted({m for name in names for m in servers[name]["unit_tests"]})
-    for module in modules:
-        cells = []
-        for name in names:
-            counts = servers[name]["unit_tests"].get(module)
-            cells.append(", ".join(f"{v} {k}" for k, v in counts.items() if v) if counts else "not run")
-        lines.append(f"| {module} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _bold_unless(value: str) -> str:
-    return value if value == "yes" else f"**{value}**"
-
-
-def lesson_table(matrix: dict[str, Any]) -> str:
-    """The per-lesson table (Markdown), also shown in the README."""
-    servers = matrix["servers"]
-    names = list(servers)
-    lessons = sorted({lesson for name in names for lesson in servers[name]["lessons"]})
-    lines = ["| lesson | " + " | ".join(f"{n} ({servers[n]['product']})" for n in names) + " |",
-             "|---" * (len(names) + 1) + "|"]
-    for lesson in lessons:
-        lines.append(f"| {lesson} | " + " | ".join(lesson_cell(servers[n]["lessons"].get(lesson)) for n in names) + " |")
-    return "\n".join(lines)
+        markdown_table(features_frame(matrix)),
+        "",
+        "## Commands",
+        "",
+        "Each command as the lessons use it (options included): `yes`, `no` (the command is missing) or",
+        "`no OPTION` (an option the lessons use is missing, read from the server's own `COMMAND DOCS`).",
+        "`needs` is the Redis version that introduced the command and those options (for a module",
+        "command, the module's version).",
+        "",
+        markdown_table(commands_frame(matrix)),
+        "",
+        "## Unit tests",
+        "",
+        markdown_table(units_frame(matrix)),
+        "",
+    ])
 
 
 def readme_with_table(readme: str, matrix: dict[str, Any]) -> str:
     """``readme`` with the lesson table between the README's markers replaced."""
     start, end = readme.index(README_BEGIN) + len(README_BEGIN), readme.index(README_END)
-    return readme[:start] + "\n" + lesson_table(matrix) + "\n" + readme[end:]
+    return readme[:start] + "\n" + markdown_table(lessons_frame(matrix)) + "\n" + readme[end:]
 
 
 def write(matrix: dict[str, Any]) -> list[Path]:
