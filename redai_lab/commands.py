@@ -261,6 +261,7 @@ COMMANDS: tuple[Command, ...] = (
     _core("server", "CLIENT|LIST", "2.4.0"),
     _core("server", "CLIENT|KILL", "2.4.0", ID="2.8.12"),
     _core("server", "OBJECT|ENCODING", "2.2.3"),
+    _core("server", "OBJECT|REFCOUNT", "2.2.3"),
     _core("server", "MEMORY|USAGE", "4.0.0", SAMPLES="4.0.0"),
     _core("server", "CLIENT|SETNAME", "2.6.9"),
     _core("server", "COMMAND|DOCS", "7.0.0"),
