@@ -115,6 +115,7 @@ COMMANDS: tuple[Command, ...] = (
     _core("hashes", "HTTL", "7.4.0"),
     _core("hashes", "HPERSIST", "7.4.0"),
     _core("hashes", "HPEXPIRE", "7.4.0"),
+    _core("hashes", "HPTTL", "7.4.0"),
     _core("hashes", "HGETDEL", "8.0.0"),
     _core("hashes", "HGETEX", "8.0.0"),
     _core("hashes", "HSETEX", "8.0.0"),
@@ -251,6 +252,7 @@ COMMANDS: tuple[Command, ...] = (
     _core("patterns", "EVAL", "2.6.0"),
     _core("patterns", "EVALSHA", "2.6.0"),
     _core("patterns", "SCRIPT|LOAD", "2.6.0"),
+    _core("patterns", "SCRIPT|EXISTS", "2.6.0"),
     _core("patterns", "TIME", "2.6.0"),
     # introspection
     _core("server", "PING", "1.0.0"),
