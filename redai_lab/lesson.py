@@ -32,6 +32,7 @@ import redis
 
 from .connection import connect, database_url
 from .errors import RefusedToFlushError
+from .exercises import Exercise, spec
 from .server import LAB_DATABASES, RedisServer, lab_server, redact
 
 ALLOW_FLUSH_ENV = "REDAI_LAB_ALLOW_FLUSH"
@@ -59,6 +60,12 @@ class Lesson:
         ``redis>`` prompt, so a reader sees exactly what they would type and get.
         """
         print(f"redis> {command}\n{redis_cli(self.url, command)}")
+
+    def exercise(self, number: int) -> Exercise:
+        """Exercise ``number`` of this lesson, checked in this lesson's database."""
+        exercise = Exercise(spec(self.name, number), self.client)
+        print(exercise)
+        return exercise
 
     def finish(self) -> int:
         """Empty the lesson's database, release its claim, and return how many keys it removed."""

@@ -1,15 +1,146 @@
+"""Exercises grade the learner's code: the right answer passes, the blank starter and every
+plausible wrong answer are caught, and the notebooks ship starters, not solutions."""
+
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
+import redis
 
-from redai_lab.exercises import ExerciseFailed, check
+from redai_lab import exercises
+from redai_lab.exercises import Case, Exercise, ExerciseFailed, Spec
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+LESSONS = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 
 
-def test_right_answer_is_ticked(capsys) -> None:
-    check("Exercise 1", [1, 2], [1, 2])
-    assert capsys.readouterr().out == "✔ Exercise 1\n"
+def top_two(r: redis.Redis, board: str) -> list[str]:
+    """The two best members of sorted set `board`, best first."""
+    return r.zrange(board, 0, 1, desc=True)
 
 
-def test_wrong_answer_names_the_difference() -> None:
-    with pytest.raises(ExerciseFailed, match=r"Exercise 2: expected 3, got 4"):
-        check("Exercise 2", 4, 3)
+def top_two_ascending(r: redis.Redis, board: str) -> list[str]:
+    return r.zrange(board, 0, 1)
+
+
+def _board(scores: dict[str, float]):
+    def setup(r: redis.Redis, prefix: str) -> tuple[str]:
+        if scores:
+            r.zadd(f"{prefix}board", scores)
+        return (f"{prefix}board",)
+
+    return setup
+
+
+TOY = Spec(
+    number=1, title="the top two", reference=top_two, hint="ZRANGE with REV (desc=True).",
+    cases=(Case("three players", _board({"ann": 3, "bob": 5, "cat": 1})), Case("an empty board", _board({}))),
+    wrong=(top_two_ascending,),
+)
+
+
+def _starter(spec: Spec):
+    namespace: dict = {}
+    exec(spec.starter(), namespace)
+    return namespace[spec.function]
+
+
+def test_the_reference_passes_and_says_which_cases(r, capsys) -> None:
+    assert Exercise(TOY, r).check(top_two)
+    assert capsys.readouterr().out == "✓ Exercise 1 (the top two): right on all 2 cases: three players; an empty board.\n"
+
+
+def test_the_blank_starter_is_not_yet_with_a_hint_never_a_traceback(r, capsys) -> None:
+    assert TOY.starter() == (
+        "def top_two(r: redis.Redis, board: str) -> list[str]:\n"
+        '    """The two best members of sorted set `board`, best first."""\n'
+        "    ...  # your code here\n"
+    )
+    assert not Exercise(TOY, r).check(_starter(TOY))
+    out = capsys.readouterr().out
+    assert out == ("Exercise 1 (the top two): not yet: `top_two` returned None: write its body in the cell above.\n"
+                   "Hint: ZRANGE with REV (desc=True).\n")
+
+
+def test_a_wrong_answer_names_the_case_what_was_expected_and_what_came_back(r, capsys) -> None:
+    assert not Exercise(TOY, r).check(top_two_ascending)
+    assert "for three players, expected ['bob', 'ann'], got ['cat', 'ann']." in capsys.readouterr().out
+
+
+def test_an_answer_that_raises_is_one_line(r, capsys) -> None:
+    def broken(r, board):
+        return r.hgetall(board)  # WRONGTYPE on a sorted set
+
+    assert not Exercise(TOY, r).check(broken)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("Exercise 1 (the top two): not yet: for three players, `top_two` raised ResponseError: WRONGTYPE")
+
+
+def test_check_finds_the_learners_function_by_name_in_the_notebook(r, capsys) -> None:
+    notebook = {"ex1": Exercise(TOY, r)}  # a kernel's globals, as a learner's cells fill them
+    exec("passed = ex1.check()", notebook)
+    assert not notebook["passed"] and "define `top_two` in the cell above" in capsys.readouterr().out
+    exec("def top_two(r, board):\n    return r.zrange(board, 0, 1, desc=True)\npassed = ex1.check()", notebook)
+    assert notebook["passed"]
+
+
+def test_strict_mode_raises(r, monkeypatch) -> None:
+    monkeypatch.setenv(exercises.STRICT_ENV, "strict")
+    with pytest.raises(ExerciseFailed, match="not yet: for three players"):
+        Exercise(TOY, r).check(top_two_ascending)
+
+
+def test_the_check_touches_only_its_own_keys(r) -> None:
+    r.set("user:1000", "the lesson's own data")
+    r.set("ex1:left-over", "from an earlier check")
+    Exercise(TOY, r).check(top_two)
+    assert r.get("user:1000") == "the lesson's own data"
+    assert list(r.scan_iter(match="ex1:*")) == []
+
+
+# Every lesson's real exercises.
+ALL = [(lesson, spec) for lesson in LESSONS for spec in exercises.specs(lesson)]
+
+
+@pytest.mark.parametrize(("lesson", "spec"), ALL, ids=[f"{l}-{s.number}" for l, s in ALL])
+def test_each_reference_passes_and_the_starter_does_not(lesson, spec, r) -> None:
+    exercise = Exercise(spec, r)
+    assert spec.evaluate(r, spec.reference, exercise.prefix) is None
+    assert spec.evaluate(r, _starter(spec), exercise.prefix).startswith("not yet")
+
+
+WRONG = [(lesson, spec, wrong) for lesson, spec in ALL for wrong in spec.wrong]
+
+
+@pytest.mark.parametrize(("lesson", "spec", "wrong"), WRONG,
+                         ids=[f"{l}-{s.number}-{w.__name__}" for l, s, w in WRONG])
+def test_every_plausible_wrong_answer_is_caught(lesson, spec, wrong, r) -> None:
+    assert spec.evaluate(r, wrong, f"ex{spec.number}:") is not None
+
+
+def _cells(lesson: str) -> list[dict]:
+    return json.loads((NOTEBOOKS / f"{lesson}.ipynb").read_text())["cells"]
+
+
+@pytest.mark.parametrize("lesson", [lesson for lesson in LESSONS if exercises.specs(lesson)])
+def test_notebooks_ship_starters_and_committed_checks_say_not_yet(lesson) -> None:
+    specs = {spec.number: spec for spec in exercises.specs(lesson)}
+    assert len(specs) >= 2, f"{lesson} has fewer than 2 exercises"
+    shipped = {}
+    for cell in _cells(lesson):
+        for tag in cell.get("metadata", {}).get("tags", []):
+            if match := re.fullmatch(r"exercise-(\d+)", tag):
+                shipped[int(match.group(1))] = "".join(cell["source"])
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "code" and re.search(r"\bex\d+\.check\(\)", source):
+            text = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []))
+            assert ": not yet" in text, f"{lesson}: a committed check does not say 'not yet': {text!r}"
+        for spec in specs.values():  # no solution anywhere in the notebook
+            body = spec.solution_source().split('"""')[-1].strip()
+            assert body not in source, f"{lesson}: the solution of exercise {spec.number} is in the notebook"
+    assert shipped.keys() == specs.keys()
+    for number, source in shipped.items():
+        assert source.strip() == specs[number].starter().strip(), f"{lesson} exercise {number}: not the starter"
