@@ -214,7 +214,7 @@ COMMANDS: tuple[Command, ...] = (
     _core("bitmaps & HLL", "GETBIT", "2.2.0"),
     _core("bitmaps & HLL", "BITCOUNT", "2.6.0", BIT="7.0.0"),
     _core("bitmaps & HLL", "BITPOS", "2.8.7"),
-    _core("bitmaps & HLL", "BITOP", "2.6.0"),
+    _core("bitmaps & HLL", "BITOP", "2.6.0", DIFF="8.2.0", DIFF1="8.2.0", ANDOR="8.2.0", ONE="8.2.0"),
     _core("bitmaps & HLL", "BITFIELD", "3.2.0", OVERFLOW="3.2.0"),
     _core("bitmaps & HLL", "PFADD", "2.8.9"),
     _core("bitmaps & HLL", "PFCOUNT", "2.8.9"),
@@ -274,6 +274,7 @@ COMMANDS: tuple[Command, ...] = (
 # lists them as old as the command. The table keeps the true version (from the release notes).
 UNDATED_IN_DOCS = frozenset({
     ("ZRANK", "WITHSCORE"), ("ZREVRANK", "WITHSCORE"), ("XADD", "ACKED"), ("XTRIM", "ACKED"),
+    ("BITOP", "DIFF"), ("BITOP", "DIFF1"), ("BITOP", "ANDOR"), ("BITOP", "ONE"),
 })
 
 
