@@ -1,6 +1,7 @@
 """Isolation: every lesson works in a logical database of its own, from a clean slate.
 
-Lesson ``NN_topic`` uses database ``NN`` (modulo the server's database count), so its teaching
+Lesson ``NN_topic`` uses database ``NN`` (its advanced part ``NNb_topic`` database ``NN + 32``;
+modulo the server's database count), so its teaching
 snippets keep natural key names such as ``user:1000`` and it can be rerun any number of times
 with identical outputs. Tests use the last database.
 
@@ -37,6 +38,7 @@ from .server import LAB_DATABASES, RedisServer, lab_server, redact
 
 ALLOW_FLUSH_ENV = "REDAI_LAB_ALLOW_FLUSH"
 TESTS_DB = LAB_DATABASES - 1
+ADVANCED_OFFSET = 32  # lesson NNb uses database NN + 32
 
 
 @dataclass
@@ -89,8 +91,9 @@ def start_lesson(name: str, *, server: RedisServer | None = None, allow_flush: b
     global _current_lesson
     _current_lesson = name
     server = server or lab_server()
-    match = re.match(r"(\d+)", name)
-    number = int(match.group(1)) if match else TESTS_DB
+    match = re.match(r"(\d+)(b?)_", name)
+    # An advanced part ("13b_caching_advanced") gets a database of its own, beside its core part's.
+    number = int(match.group(1)) + (ADVANCED_OFFSET if match.group(2) else 0) if match else TESTS_DB
     client = connect(server.url, check=True)
     databases = database_count(client)
     db = number % databases if match else databases - 1

@@ -31,6 +31,15 @@ def test_lesson_number_picks_the_database(lab_server) -> None:
     assert lesson.client.dbsize() == 0
 
 
+def test_an_advanced_part_has_its_own_database(lab_server) -> None:
+    core = start_lesson("13_caching", server=lab_server)
+    core.client.set("user:1000", "core part")
+    advanced = start_lesson("13b_caching_advanced", server=lab_server)
+    assert (core.db, advanced.db) == (13, 45)
+    assert core.client.get("user:1000") == "core part"  # starting the advanced part emptied only its own
+    assert core.finish() == 1 and advanced.finish() == 0
+
+
 def test_rerun_starts_from_a_clean_slate(lab_server) -> None:
     first = start_lesson("09_rerun", server=lab_server)
     first.client.set("leftover", "from a crashed run")
