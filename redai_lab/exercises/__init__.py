@@ -163,8 +163,9 @@ class Exercise:
 
 
 def specs(lesson: str) -> tuple[Spec, ...]:
-    """The exercises of lesson ``"03_hashes"`` (from ``redai_lab.exercises.lesson03``)."""
-    match = re.match(r"(\d\d)_", lesson)
+    """The exercises of lesson ``"03_hashes"`` (from ``redai_lab.exercises.lesson03``; an advanced
+    part ``"13b_caching_advanced"`` from ``lesson13b``)."""
+    match = re.match(r"(\d\db?)_", lesson)
     if match is None:
         return ()
     try:
