@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,6 +19,9 @@ from .errors import LabError
 from .server import LAB_URL_ENV, find_or_start
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+FIRST_LESSON = "00_getting_started.ipynb"
+# overrides.json: JupyterLab's defaults for the lab (no "Jupyter news?" pop-up, no update check).
+JUPYTER_SETTINGS = NOTEBOOKS.parent / "jupyter-settings"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,16 +72,20 @@ def run_start(args: argparse.Namespace) -> int:
         env = dict(os.environ)
         if server.throwaway:
             env[LAB_URL_ENV] = server.url  # kernels inherit it; lessons use this server
+        token = secrets.token_hex(24)
         command = [
             sys.executable, "-m", "jupyter", "lab",
-            f"--notebook-dir={NOTEBOOKS}", f"--port={args.port}",
-            "--ServerApp.default_url=/lab/tree/00_getting_started.ipynb",
+            f"--notebook-dir={NOTEBOOKS}", f"--port={args.port}", "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.default_url=/lab/tree/{FIRST_LESSON}", f"--IdentityProvider.token={token}",
+            f"--LabApp.app_settings_dir={JUPYTER_SETTINGS}",
         ]
         if args.no_browser:
             command.append("--no-browser")
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers and CI machines run as root
             command.append("--allow-root")
         jupyter = subprocess.Popen(command, env=env)
+        # JupyterLab's own URLs open the launcher; this one opens the first lesson.
+        print(f"redai-lab: open http://127.0.0.1:{args.port}/lab/tree/{FIRST_LESSON}?token={token}", flush=True)
         # Ctrl-C belongs to JupyterLab (it asks to confirm); the server stops when it exits.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:

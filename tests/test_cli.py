@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -92,15 +93,24 @@ def test_start_serves_jupyterlab_and_stops_the_server_with_it() -> None:
     try:
         url = _read_until(process, r"^redai-lab: (?:Redis|Valkey) \S+ \(local, [^)]*throwaway\) at (\S+);").group(1)
         redis_pid = int(redis.Redis.from_url(url).info("server")["process_id"])
+        lesson_url = _read_until(process, r"^redai-lab: open (\S+)$").group(1)
+        assert lesson_url.startswith(f"http://127.0.0.1:{port}/lab/tree/00_getting_started.ipynb?token=")
+        token = lesson_url.rsplit("=", 1)[1]
         deadline = time.monotonic() + 90
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2) as response:
-                    assert response.status == 200
+                with urllib.request.urlopen(lesson_url, timeout=2) as response:
+                    assert response.status == 200  # the lesson's page, not the launcher
                     break
             except OSError:
                 assert time.monotonic() < deadline, "JupyterLab did not answer within 90 s"
                 time.sleep(0.5)
+        settings = f"http://127.0.0.1:{port}/lab/api/settings/@jupyterlab/apputils-extension:notification"
+        with urllib.request.urlopen(f"{settings}?token={token}", timeout=10) as response:
+            notification = json.loads(response.read())
+        # The lab's overrides.json becomes the default: no "Jupyter news?" pop-up, no update check.
+        defaults = {name: spec["default"] for name, spec in notification["schema"]["properties"].items()}
+        assert defaults["fetchNews"] == "false" and defaults["checkForUpdates"] is False
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
         assert _wait_dead(redis_pid)
