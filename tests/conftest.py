@@ -14,6 +14,14 @@ from redai_lab.server import RedisServer
 
 
 @pytest.fixture
+def redis_docs(lab_server: RedisServer) -> None:
+    """Skip on Valkey: the handbook's version table holds Redis's versions, and Valkey's COMMAND
+    DOCS give Valkey's own (HEXPIRE "since 9.0.0") and mark fewer commands deprecated."""
+    if lab_server.product.startswith("Valkey"):
+        pytest.skip("Valkey's COMMAND DOCS give Valkey versions, not Redis's")
+
+
+@pytest.fixture
 def lesson(lab_server: RedisServer) -> Iterator[Lesson]:
     """The tests' database (the server's last one), empty before and after each test."""
     lesson = start_lesson("tests", server=lab_server)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from redai_lab.commanddocs import command_docs, commands_table
 
 
+@pytest.mark.usefixtures("redis_docs")
 def test_commands_table_reads_since_and_deprecation_from_the_server(r, lab_server) -> None:
     table = commands_table(r, {"SADD": "O(1) per member", "ZREVRANGE": "O(log N + M)", "XGROUP CREATE": "O(1)",
                                "NO.SUCH": "?"})

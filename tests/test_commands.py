@@ -40,6 +40,7 @@ def test_the_issues_examples(name: str, option: str | None, needs: str) -> None:
     assert (command.options[option] if option else command.since) == needs
 
 
+@pytest.mark.usefixtures("redis_docs")
 def test_table_agrees_with_the_servers_command_docs(r) -> None:
     assert mismatches(r) == []
     # Not vacuous: the server documented (and so the check compared) every core command that
@@ -58,6 +59,7 @@ def test_option_since_inherits_and_prefers_tokens(r) -> None:
     assert option_since(docs["GET"], "NX") is None
 
 
+@pytest.mark.usefixtures("redis_docs")
 def test_wrong_entries_are_reported(r) -> None:
     wrong = [
         Command("SET", "2.0.0", "keys", {"GET": "6.0.0", "EX": "1.0.0", "NOPE": "1.0.0", "FUTURE": "99.0.0"}),
