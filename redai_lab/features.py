@@ -44,12 +44,12 @@ def require(r: redis.Redis, command: str, *, why: str = "") -> bool:
     print(
         f"This server ({product}) has no {command.upper()}"
         + (f", needed {why}" if why else "")
-        + ". The cells below say what they would show; "
+        + ". The lesson goes on without it; "
         + (
-            "a server with its module loaded runs them (the lab's default server, Redis 8.2, loads JSON, Bloom "
+            "a server with its module loaded shows it (the lab's default server, Redis 8.2, loads JSON, Bloom "
             "and Search)."
             if "." in command  # module commands are namespaced: JSON.SET, BF.ADD, ...
-            else "the lab's default server (Redis 8.2: unset REDAI_LAB_SERVER) runs them."
+            else "the lab's default server (Redis 8.2: unset REDAI_LAB_SERVER) shows it."
         )
     )
     _log_gap(command, product)
