@@ -1,11 +1,14 @@
 """``redai-lab``: start the lab, run a throwaway server, describe the server in use.
 
-Every ``LabError`` ends the command with its one-line message and exit status 2.
+Every error a user can cause ends the command with one line and exit status 2: a ``LabError``
+with its own message, an error from Redis explained by ``connection.explain``, a bad argument
+with what to type instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -14,9 +17,13 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
+import redis
+
+from .connection import explain
 from .errors import LabError
-from .server import LAB_URL_ENV, find_or_start
+from .server import LAB_URL_ENV, USER_URL_ENV, find_or_start
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 FIRST_LESSON = "00_getting_started.ipynb"
@@ -24,13 +31,26 @@ FIRST_LESSON = "00_getting_started.ipynb"
 JUPYTER_SETTINGS = NOTEBOOKS.parent / "jupyter-settings"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (no usage block) that says where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port: give a number from 1 to 65535")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="redai-lab", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="redai-lab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     start = commands.add_parser("start", help="a throwaway Redis plus JupyterLab on notebooks/")
     start.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    start.add_argument("--port", type=int, default=8888, help="JupyterLab's port (default 8888)")
+    start.add_argument("--port", type=_port, default=8888, help="JupyterLab's port (default 8888)")
     start.set_defaults(run=run_start)
 
     server = commands.add_parser("server", help="run a throwaway Redis until Ctrl-C and print its URL")
@@ -64,6 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LabError as exc:
         print(f"redai-lab: {exc}", file=sys.stderr)
         return 2
+    except redis.RedisError as exc:  # permissions, a server that went away mid-run, ...
+        print(f"redai-lab: {explain(exc, _server_url())}", file=sys.stderr)
+        return 2
+
+
+def _server_url() -> str:
+    """The URL the command was using, for messages (the lab's own server when none was given)."""
+    return os.environ.get(LAB_URL_ENV) or os.environ.get(USER_URL_ENV) or "the lab's throwaway server"
 
 
 def run_start(args: argparse.Namespace) -> int:
@@ -123,15 +151,15 @@ def run_bench(args: argparse.Namespace) -> int:
     from . import bench, benchmarks  # pandas and numpy load only when benchmarking
 
     scale = "quick" if args.quick else bench.scale_from_env(default="full")
-    out = bench.check_format(args.out) if args.out else None  # a bad name fails before measuring
-    if out is not None and not out.parent.is_dir():
-        raise bench.BenchError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
+    out = _writable(bench.check_format(args.out)) if args.out else None  # fails before measuring
     with _stop_on_sigterm(), find_or_start() as server:
         lesson = benchmarks.bench_database(server)
         try:
             frame = benchmarks.run_benchmark(args.benchmark, lesson, scale)
         finally:
-            lesson.finish()
+            # Best effort: when the server died mid-run, its error is the one to report.
+            with contextlib.suppress(redis.RedisError):
+                lesson.finish()
             lesson.client.close()
     env = frame.attrs["environment"]
     print(
@@ -161,6 +189,19 @@ def run_compat(args: argparse.Namespace) -> int:
         return 1
     print("redai-lab compat: the committed matrix matches these runs")
     return 0
+
+
+def _writable(out: Path) -> Path:
+    """``out`` when the results can be written there; a one-line BenchError otherwise."""
+    from .bench import BenchError
+
+    if out.is_dir():
+        raise BenchError(f"Cannot write {out}: it is a folder; name a file in it, e.g. {out / 'results.json'}.")
+    if not out.parent.is_dir():
+        raise BenchError(f"Cannot write {out}: the folder {out.parent} does not exist; create it first.")
+    if not os.access(out if out.exists() else out.parent, os.W_OK):
+        raise BenchError(f"Cannot write {out}: permission denied; choose a path you can write to.")
+    return out
 
 
 class _stop_on_sigterm:

@@ -90,6 +90,11 @@ def explain(exc: redis.RedisError, url: str) -> str:
             f"Cannot reach Redis at {where} ({text.rstrip('.')}). Is the server running? Start the "
             f"lab's throwaway server with `./lab` (or `redai-lab server`), or fix REDIS_URL."
         )
+    if isinstance(exc, redis.exceptions.NoPermissionError):
+        return (
+            f"Redis at {where} refused a command: {text.strip()}. Connect as a user that may run it, or "
+            f"grant it (ACL SETUSER <user> +<command>) on a server you administer."
+        )
     if "DB index is out of range" in text:
         return f"Redis at {where} has fewer databases than the URL asks for ({text}). Use a lower /db."
     return f"Redis at {where} answered with an error: {text}"

@@ -127,3 +127,50 @@ def test_container_path() -> None:
         for module in ("ReJSON", "bf", "search", "vectorset"):
             assert server.has_module(module)
         assert redis.Redis.from_url(server.url).ping()
+
+
+def test_bad_arguments_are_one_line_saying_what_to_type() -> None:
+    result = subprocess.run(CLI + ["start", "--port", "-5"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == ("redai-lab start: argument --port: '-5' is not a TCP port: give a number from 1 to "
+                             "65535 (see `redai-lab start --help`)\n")
+
+
+def test_a_redis_error_such_as_a_missing_permission_is_one_line(lab_server) -> None:
+    admin = redis.Redis.from_url(lab_server.url)
+    admin.acl_setuser("redai-lab-test-limited", enabled=True, passwords=["+s3cret"], commands=["+ping"])
+    try:
+        host, port = lab_server.url.split("//")[1].split("/")[0].split(":")
+        url = f"redis://redai-lab-test-limited:s3cret@{host}:{port}/0"
+        env = dict(_env_without_servers(), **{USER_URL_ENV: url})
+        result = subprocess.run(CLI + ["info"], capture_output=True, text=True, env=env, timeout=60)
+    finally:
+        admin.acl_deluser("redai-lab-test-limited")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("redai-lab: ") and "has no permissions to run the 'info' command" in result.stderr
+    assert "ACL SETUSER" in result.stderr  # what to do
+    assert "s3cret" not in result.stderr
+
+
+def test_a_server_killed_mid_benchmark_is_one_line(tmp_path) -> None:
+    from redai_lab.server import start_local
+
+    server = start_local(modules=[])
+    watcher = redis.Redis.from_url(server.url)
+    before = int(watcher.info("stats")["total_commands_processed"])
+    env = dict(_env_without_servers(), **{LAB_URL_ENV: server.url, "TQDM_DISABLE": "1"})
+    process = subprocess.Popen(CLI + ["bench", "pipeline", "--quick"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while int(watcher.info("stats")["total_commands_processed"]) < before + 2000:  # measuring: kill now
+            assert process.poll() is None and time.monotonic() < deadline, "the benchmark never ran"
+            time.sleep(0.005)
+        os.kill(int(watcher.info("server")["process_id"]), signal.SIGKILL)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        server.stop()
+    assert process.returncode == 2 and len(stderr.strip().splitlines()) == 1, stderr
+    assert stderr.startswith("redai-lab: ") and server.url in stderr
