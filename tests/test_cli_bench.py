@@ -79,6 +79,24 @@ def test_a_missing_folder_fails_before_measuring(tmp_path, capsys) -> None:
     )
 
 
+def test_a_folder_or_an_unwritable_path_fails_before_measuring(tmp_path, capsys, monkeypatch) -> None:
+    folder = tmp_path / "results.json"
+    folder.mkdir()
+    assert cli.main(["bench", "pool", "--quick", "--out", str(folder)]) == 2
+    assert capsys.readouterr().err == (
+        f"redai-lab: Cannot write {folder}: it is a folder; name a file in it, e.g. {folder / 'results.json'}.\n"
+    )
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    # Root may write anywhere: ask the kernel's own answer for this process, as the CLI does.
+    if not os.access(locked, os.W_OK):
+        assert cli.main(["bench", "pool", "--quick", "--out", str(locked / "r.csv")]) == 2
+        assert "permission denied" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "find_or_start", lambda: pytest.fail("measured before checking --out"))
+    assert cli.main(["bench", "pool", "--quick", "--out", str(folder)]) == 2
+
+
 def test_a_bad_scale_in_the_environment_is_one_line(monkeypatch, capsys) -> None:
     monkeypatch.setenv(bench.SCALE_ENV, "tiny")
     assert cli.main(["bench", "pool"]) == 2
