@@ -176,7 +176,7 @@ def lesson_results(run_dir: Path) -> dict[str, Any]:
     for case in ElementTree.parse(run_dir / "junit.xml").getroot().iter("testcase"):
         outcome = _outcome(case)
         classname = case.get("classname", "")
-        if notebook := re.search(r"(\d\d_[a-z0-9_]+)\.ipynb", classname + " " + case.get("file", "")):
+        if notebook := re.search(r"(\d\db?_[a-z0-9_]+)\.ipynb", classname + " " + case.get("file", "")):
             entry = lessons.setdefault(notebook.group(1), {"cells": 0, "failed": [], "missing": []})
             entry["cells"] += 1
             if outcome == "failed":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from redai_lab import compat
 from redai_lab.commands import COMMANDS, Command
 from redai_lab.server import find_server_binary
 
-NOTEBOOKS = sorted(p.stem for p in (compat.PROJECT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted(p.stem for p in (compat.PROJECT / "notebooks").glob("*.ipynb") if re.match(r"\d\db?_", p.stem))
 
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
 <testcase classname="notebooks.03_hashes.ipynb" name="Cell 0" />

@@ -24,6 +24,7 @@ hint, and ``wrong``: plausible wrong answers that the test suite proves the chec
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import os
@@ -79,13 +80,17 @@ class Spec:
         return textwrap.dedent(inspect.getsource(self.reference))
 
     def starter(self) -> str:
-        """The cell a lesson ships: the reference's signature and docstring, and ``...``."""
+        """The cell a lesson ships: the reference's signature and docstring as written, and ``...``."""
         source = self.solution_source()
-        signature = re.match(r"(def .*?:\n)", source, re.S)
-        assert signature is not None, f"{self.function} has no def line"
-        doc = inspect.getdoc(self.reference)
-        body = f'    """{doc}"""\n' if doc else ""
-        return f"{signature.group(1)}{body}    ...  # your code here\n"
+        function = ast.parse(source).body[0]
+        assert isinstance(function, ast.FunctionDef), f"{self.function} is not a function"
+        first = function.body[0]
+        has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+            and isinstance(first.value.value, str)
+        # Up to the docstring's last line, else up to the line before the body.
+        end = first.end_lineno if has_doc else first.lineno - 1
+        head = "".join(source.splitlines(keepends=True)[:end])
+        return f"{head}    ...  # your code here\n"
 
     def evaluate(self, r: redis.Redis, answer: Callable[..., Any] | None, prefix: str) -> str | None:
         """None when ``answer`` behaves like the reference on every case, else what differs."""
@@ -134,7 +139,7 @@ class Exercise:
     def __repr__(self) -> str:
         return f"Exercise {self.spec.number}: {self.spec.title} (write `{self.spec.function}`, then .check())"
 
-    def check(self, answer: Callable[..., Any] | None = None) -> bool:
+    def check(self, answer: Callable[..., Any] | None = None) -> None:
         """Check the learner's function (found by name in the caller's globals unless given)."""
         if answer is None:
             caller = inspect.currentframe()
@@ -148,11 +153,10 @@ class Exercise:
         if problem is None:
             print(f"✓ {title}: right on all {len(self.spec.cases)} cases: "
                   + "; ".join(case.label for case in self.spec.cases) + ".")
-            return True
+            return
         if os.environ.get(STRICT_ENV) == "strict":
             raise ExerciseFailed(f"{title}: {problem}")
         print(f"{title}: {problem}\nHint: {self.spec.hint}")
-        return False
 
     def hint(self) -> None:
         print(f"Hint: {self.spec.hint}")
