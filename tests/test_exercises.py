@@ -12,6 +12,7 @@ import redis
 
 from redai_lab import exercises
 from redai_lab.exercises import Case, Exercise, ExerciseFailed, Spec
+from redai_lab.features import has_command
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 LESSONS = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if re.match(r"\d\db?_", p.stem))
@@ -115,12 +116,26 @@ def test_the_check_touches_only_its_own_keys(r) -> None:
 
 
 # Every lesson's real exercises.
+def _skip_without(spec: Spec, r: redis.Redis) -> None:
+    missing = [command for command in spec.requires if not has_command(r, command)]
+    if missing:
+        pytest.skip(f"this server has no {', '.join(missing)}")
+
+
+def test_an_exercise_the_server_cannot_run_says_so_in_one_line(r, capsys) -> None:
+    needs_more = Spec(number=3, title="t", reference=top_two, hint="", cases=TOY.cases, requires=("NO.SUCH",))
+    Exercise(needs_more, r).check(top_two_ascending)  # not checked at all
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) == 1 and "has no NO.SUCH, needed by exercise 3" in out
+
+
 # (``lesson_name``, not ``lesson``: that is the fixture behind ``r``.)
 ALL = [(lesson_name, spec) for lesson_name in LESSONS for spec in exercises.specs(lesson_name)]
 
 
 @pytest.mark.parametrize(("lesson_name", "spec"), ALL, ids=[f"{l}-{s.number}" for l, s in ALL])
 def test_each_reference_passes_and_the_starter_does_not(lesson_name, spec, r) -> None:
+    _skip_without(spec, r)
     exercise = Exercise(spec, r)
     assert spec.evaluate(r, spec.reference, exercise.prefix) is None
     assert spec.evaluate(r, _starter(spec), exercise.prefix).startswith("not yet")
@@ -132,6 +147,7 @@ WRONG = [(lesson_name, spec, wrong) for lesson_name, spec in ALL for wrong in sp
 @pytest.mark.parametrize(("lesson_name", "spec", "wrong"), WRONG,
                          ids=[f"{l}-{s.number}-{w.__name__}" for l, s, w in WRONG])
 def test_every_plausible_wrong_answer_is_caught(lesson_name, spec, wrong, r) -> None:
+    _skip_without(spec, r)
     assert spec.evaluate(r, wrong, f"ex{spec.number}:") is not None
 
 

@@ -36,6 +36,8 @@ from typing import Any
 
 import redis
 
+from ..features import require
+
 STRICT_ENV = "REDAI_LAB_EXERCISES"  # "strict": a failing check raises (CI with solutions injected)
 NOT_YET = "not yet"
 
@@ -71,6 +73,9 @@ class Spec:
     # read from Redis after the call (``outcome(r, prefix, result)``).
     outcome: Callable[[redis.Redis, str, Any], Any] = returned
     wrong: tuple[Callable[..., Any], ...] = field(default=())  # answers the check must reject
+    # Commands the cases need (``"HSETEX"``): on a server without one, check() says so in one
+    # line and checks nothing, as a lesson does with ``features.require``.
+    requires: tuple[str, ...] = ()
 
     @property
     def function(self) -> str:
@@ -141,6 +146,9 @@ class Exercise:
 
     def check(self, answer: Callable[..., Any] | None = None) -> None:
         """Check the learner's function (found by name in the caller's globals unless given)."""
+        if not all(require(self.client, command, why=f"by exercise {self.spec.number}")
+                   for command in self.spec.requires):
+            return
         if answer is None:
             caller = inspect.currentframe()
             namespace = caller.f_back.f_globals if caller and caller.f_back else {}
