@@ -60,6 +60,19 @@ def returned(r: redis.Redis, prefix: str, result: Any) -> Any:
     return result
 
 
+Outcome = Callable[[redis.Redis, str, Any], Any]
+
+
+def unless_none(outcome: Outcome) -> Outcome:
+    """``outcome``, but None when the call returned None: for a function that returns something
+    and leaves state, so that the blank starter gets "write its body", not the expected state."""
+
+    def read(r: redis.Redis, prefix: str, result: Any) -> Any:
+        return None if result is None else outcome(r, prefix, result)
+
+    return read
+
+
 @dataclass(frozen=True)
 class Spec:
     """One exercise: what the learner writes, the reference solution, and how it is checked."""
@@ -71,7 +84,7 @@ class Spec:
     hint: str
     # What a call produced that must match the reference: the return value by default, or state
     # read from Redis after the call (``outcome(r, prefix, result)``).
-    outcome: Callable[[redis.Redis, str, Any], Any] = returned
+    outcome: Outcome = returned
     wrong: tuple[Callable[..., Any], ...] = field(default=())  # answers the check must reject
     # Commands the cases need (``"HSETEX"``): on a server without one, check() says so in one
     # line and checks nothing, as a lesson does with ``features.require``.
@@ -107,7 +120,7 @@ class Spec:
                 actual = self._run(r, answer, case, prefix)
             except NotImplementedError:
                 return f"{NOT_YET}: `{self.function}` is not written yet (it raised NotImplementedError)."
-            except Exception as exc:  # the learner's bug, reported in one line
+            except Exception as exc:  # noqa: BLE001  (the learner's bug, reported in one line)
                 first = str(exc).splitlines()[0] if str(exc) else ""
                 return f"{NOT_YET}: for {case.label}, `{self.function}` raised {type(exc).__name__}: {first}"
             if actual != expected:

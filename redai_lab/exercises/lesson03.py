@@ -7,7 +7,6 @@ from typing import Any
 import redis
 
 from redai_lab.exercises import Case, Spec
-from redai_lab.features import has_command
 
 
 def _hashes(r: redis.Redis, prefix: str) -> dict[str, dict[str, str]]:

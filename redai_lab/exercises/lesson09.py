@@ -7,43 +7,12 @@ Redis 8.2's ``BITOP DIFF``, though a learner's answer may use it there.
 
 from __future__ import annotations
 
-import inspect
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
 
-from . import Case, Spec
-
-
-class _Spec(Spec):
-    """A ``Spec`` whose starter keeps a multi-line docstring indented under the ``def`` (the
-    framework's ``starter()`` leaves its continuation lines at column 0)."""
-
-    def starter(self) -> str:
-        match = re.match(r"(def .*?:)\n", self.solution_source(), re.DOTALL)
-        assert match is not None, f"{self.function} has no def line"
-        signature = match.group(1)
-        doc = inspect.getdoc(self.reference) or ""
-        first, _, rest = doc.partition("\n")
-        if rest:
-            indented = "\n".join(f"    {line}" if line else "" for line in rest.splitlines())
-            body = f'    """{first}\n{indented}\n    """\n'
-        else:
-            body = f'    """{first}"""\n' if first else ""
-        return f"{signature}\n{body}    ...  # your code here\n"
-
-
-def _unless_none(outcome):
-    """An outcome that is None when the call returned None: a blank starter then gets the
-    framework's "write its body" message, not the first case's expected state."""
-
-    def read(r: redis.Redis, prefix: str, result: object) -> object:
-        return None if result is None else outcome(r, prefix, result)
-
-    read.__doc__ = outcome.__doc__
-    return read
+from . import Case, Spec, unless_none
 
 # ---------------------------------------------------------------------------------------------
 # 1. Active users in a range of ids: BITCOUNT counts bytes unless told BIT.
@@ -267,7 +236,7 @@ def add_to_counter_signed(r, key, counter, amount):
 
 
 EXERCISES = (
-    _Spec(
+    Spec(
         number=1,
         title="active users in a range of ids",
         reference=active_between,
@@ -282,11 +251,11 @@ EXERCISES = (
         wrong=(active_between_bytes, active_between_end_excluded, active_between_whole_bytes,
                active_between_everyone),
     ),
-    _Spec(
+    Spec(
         number=2,
         title="churn: active on one day, not on the other",
         reference=churned,
-        outcome=_unless_none(_bitmaps_left),
+        outcome=unless_none(_bitmaps_left),
         cases=(
             Case("{1, 5, 9, 12, 30} then {5, 9}: the second bitmap is shorter",
                  _churn_case((1, 5, 9, 12, 30), (5, 9))),
@@ -299,11 +268,11 @@ EXERCISES = (
              "BITOP AND pads a shorter bitmap with zeros, BITOP NOT flips only the bytes a key has.",
         wrong=(churned_not_and, churned_xor, churned_difference_of_counts, churned_temporary_key_left),
     ),
-    _Spec(
+    Spec(
         number=3,
         title="weekend uniques with a HyperLogLog",
         reference=weekend_uniques,
-        outcome=_unless_none(_hll_counts),
+        outcome=unless_none(_hll_counts),
         cases=(
             Case("a, b, c on saturday; b, c, d, e on sunday", _weekend_case(list("abc"), list("bcde"))),
             Case("last weekend's x, y, z still in the weekend key",
@@ -318,11 +287,11 @@ EXERCISES = (
         wrong=(weekend_sum_of_days, weekend_merged_into_stale_key, weekend_not_stored,
                weekend_merged_into_saturday),
     ),
-    _Spec(
+    Spec(
         number=4,
         title="saturating 4-bit counters",
         reference=add_to_counter,
-        outcome=_unless_none(_counters),
+        outcome=unless_none(_counters),
         cases=(
             Case("a missing key: add 10 to counter 1", _counters_case([], 1, 10)),
             Case("counter 1 at 10, add 10: it stops at 15", _counters_case([3, 10, 0, 7], 1, 10)),

@@ -6,43 +6,11 @@ The cities are lesson 10's, as (longitude, latitude).
 
 from __future__ import annotations
 
-import inspect
-import re
 from typing import Any
 
 import redis
 
-from . import Case, Spec
-
-
-class _Spec(Spec):
-    """A ``Spec`` whose starter keeps a multi-line docstring indented under the ``def`` (the
-    framework's ``starter()`` leaves its continuation lines at column 0)."""
-
-    def starter(self) -> str:
-        match = re.match(r"(def .*?:)\n", self.solution_source(), re.DOTALL)
-        assert match is not None, f"{self.function} has no def line"
-        signature = match.group(1)
-        doc = inspect.getdoc(self.reference) or ""
-        first, _, rest = doc.partition("\n")
-        if rest:
-            indented = "\n".join(f"    {line}" if line else "" for line in rest.splitlines())
-            body = f'    """{first}\n{indented}\n    """\n'
-        else:
-            body = f'    """{first}"""\n' if first else ""
-        return f"{signature}\n{body}    ...  # your code here\n"
-
-
-def _unless_none(outcome):
-    """An outcome that is None when the call returned None: a blank starter then gets the
-    framework's "write its body" message, not the first case's expected state."""
-
-    def read(r: redis.Redis, prefix: str, result: object) -> object:
-        return None if result is None else outcome(r, prefix, result)
-
-    read.__doc__ = outcome.__doc__
-    return read
-
+from . import Case, Spec, unless_none
 
 CITIES = {  # name: (longitude, latitude), as in the lesson
     "Paris": (2.3522, 48.8566),
@@ -222,7 +190,7 @@ def ring_by_name(r, key, center, inner_km, outer_km):
 
 
 EXERCISES = (
-    _Spec(
+    Spec(
         number=1,
         title="the nearest cities",
         reference=nearest,
@@ -238,11 +206,11 @@ EXERCISES = (
              "not int().",
         wrong=(nearest_lat_lon, nearest_truncated, nearest_any, nearest_in_metres),
     ),
-    _Spec(
+    Spec(
         number=2,
         title="load rows that come latitude first",
         reference=load_places,
-        outcome=_unless_none(_positions),
+        outcome=unless_none(_positions),
         cases=(
             Case("Paris, Berlin and Lisbon", _places_case(EUROPE)),
             Case("Paris is already in the index, at an old position",
@@ -258,11 +226,11 @@ EXERCISES = (
              "the whole command), and GEOADD's reply counts new members.",
         wrong=(load_places_lat_first, load_places_unfiltered, load_places_below_85, load_places_counting_rows),
     ),
-    _Spec(
+    Spec(
         number=3,
         title="a delivery ring around a city",
         reference=ring,
-        outcome=_unless_none(_keys_left),
+        outcome=unless_none(_keys_left),
         cases=(
             Case("Vienna, 500 to 1,000 km", _ring_case("Vienna", 500, 1_000)),
             Case("Paris, 0 to 400 km: Paris itself is 0 km away, not farther than 0", _ring_case("Paris", 0, 400)),

@@ -11,8 +11,6 @@ without a timeout.
 
 from __future__ import annotations
 
-import inspect
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,33 +24,8 @@ from . import Case, Spec
 LESSON = "11_pubsub:"
 
 
-class _Spec(Spec):
-    """A ``Spec`` whose starter keeps a multi-line docstring indented under the ``def`` (the
-    framework's ``starter()`` leaves its continuation lines at column 0)."""
-
-    def starter(self) -> str:
-        match = re.match(r"(def .*?:)\n", self.solution_source(), re.DOTALL)
-        assert match is not None, f"{self.function} has no def line"
-        signature = match.group(1)
-        doc = inspect.getdoc(self.reference) or ""
-        first, _, rest = doc.partition("\n")
-        if rest:
-            indented = "\n".join(f"    {line}" if line else "" for line in rest.splitlines())
-            body = f'    """{first}\n{indented}\n    """\n'
-        else:
-            body = f'    """{first}"""\n' if first else ""
-        return f"{signature}\n{body}    ...  # your code here\n"
 
 
-def _unless_none(outcome):
-    """An outcome that is None when the call returned None: a blank starter then gets the
-    framework's "write its body" message, not the first case's expected state."""
-
-    def read(r: redis.Redis, prefix: str, result: object) -> object:
-        return None if result is None else outcome(r, prefix, result)
-
-    read.__doc__ = outcome.__doc__
-    return read
 
 
 def _base(prefix: str) -> str:
@@ -387,7 +360,7 @@ def announce_keeping_the_last(r, channel, log, order):
 
 
 EXERCISES = (
-    _Spec(
+    Spec(
         number=1,
         title="subscribe, publish, receive",
         reference=round_trip,
@@ -404,7 +377,7 @@ EXERCISES = (
         wrong=(round_trip_published_first, round_trip_assumes_one_each, round_trip_confirmation_as_message,
                round_trip_reads_one),
     ),
-    _Spec(
+    Spec(
         number=2,
         title="one pattern for the alerts",
         reference=alerts,
@@ -421,7 +394,7 @@ EXERCISES = (
              "a pmessage says both the pattern and the channel.",
         wrong=(alerts_without_colon, alerts_subscribe_not_psubscribe, alerts_anywhere, alerts_reports_pattern),
     ),
-    _Spec(
+    Spec(
         number=3,
         title="how many subscribers, without a word",
         reference=subscriber_counts,
@@ -437,7 +410,7 @@ EXERCISES = (
         wrong=(subscriber_counts_by_probe, subscriber_counts_active, subscriber_counts_with_patterns,
                subscriber_counts_pairs),
     ),
-    _Spec(
+    Spec(
         number=4,
         title="announce now, keep for later",
         reference=announce,

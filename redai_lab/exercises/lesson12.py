@@ -7,43 +7,11 @@ it (``HAS_BLOOM``), and says so in one line where it has not. Every function get
 
 from __future__ import annotations
 
-import inspect
-import re
 from typing import Any
 
 import redis
 
-from . import Case, Spec
-
-
-class _Spec(Spec):
-    """A ``Spec`` whose starter keeps a multi-line docstring indented under the ``def`` (the
-    framework's ``starter()`` leaves its continuation lines at column 0)."""
-
-    def starter(self) -> str:
-        match = re.match(r"(def .*?:)\n", self.solution_source(), re.DOTALL)
-        assert match is not None, f"{self.function} has no def line"
-        signature = match.group(1)
-        doc = inspect.getdoc(self.reference) or ""
-        first, _, rest = doc.partition("\n")
-        if rest:
-            indented = "\n".join(f"    {line}" if line else "" for line in rest.splitlines())
-            body = f'    """{first}\n{indented}\n    """\n'
-        else:
-            body = f'    """{first}"""\n' if first else ""
-        return f"{signature}\n{body}    ...  # your code here\n"
-
-
-def _unless_none(outcome):
-    """An outcome that is None when the call returned None: a blank starter then gets the
-    framework's "write its body" message, not the first case's expected state."""
-
-    def read(r: redis.Redis, prefix: str, result: object) -> object:
-        return None if result is None else outcome(r, prefix, result)
-
-    read.__doc__ = outcome.__doc__
-    return read
-
+from . import Case, Spec, unless_none
 
 # ---------------------------------------------------------------------------------------------
 # 1. A Bloom filter sized on first use, kept as it is afterwards.
@@ -254,11 +222,11 @@ def word_counts_empty_text_fails(r, key, text, words):
 
 
 EXERCISES = (
-    _Spec(
+    Spec(
         number=1,
         title="a Bloom filter sized on first use",
         reference=remember,
-        outcome=_unless_none(_filter),
+        outcome=unless_none(_filter),
         cases=(
             Case("a new filter for 1,000 articles at 0.1%, one article twice",
                  _articles_case(["article:3", "article:4", "article:3", "article:5"], 1_000, 0.001)),
@@ -272,11 +240,11 @@ EXERCISES = (
              "is missing, and adds the items in the same call.",
         wrong=(remember_without_reserve, remember_reserve_always, remember_recreated, remember_seen_before),
     ),
-    _Spec(
+    Spec(
         number=2,
         title="who is online, in a Cuckoo filter",
         reference=online_after,
-        outcome=_unless_none(_filter_type),
+        outcome=unless_none(_filter_type),
         cases=(
             Case("ann, bob and cat log in; bob logs out",
                  _online_case([("login", "ann"), ("login", "bob"), ("login", "cat"), ("logout", "bob")],
@@ -293,11 +261,11 @@ EXERCISES = (
              "add that does nothing when the item seems present.",
         wrong=(online_after_add, online_after_bloom, online_after_reserve_always),
     ),
-    _Spec(
+    Spec(
         number=3,
         title="word counts in a Count-Min sketch",
         reference=word_counts,
-        outcome=_unless_none(_sketch),
+        outcome=unless_none(_sketch),
         cases=(
             Case("'the cat and the dog and the bird'",
                  _words_case("the cat and the dog and the bird", ["the", "and", "fish"])),
