@@ -94,7 +94,7 @@ class DatabaseClaim:
             self._connection.send_command(*args)
             return self._connection.read_response()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            self._close(f"its connection was closed ({' '.join(str(exc).split())})")
+            self._close(f"its connection was closed ({' '.join(str(exc).split()).rstrip('.')})")
             raise ClaimLostError(self.lost) from None
         except redis.ResponseError as exc:  # an ACL that denies the command, for example
             raise RefusedToFlushError(
@@ -187,8 +187,8 @@ class Lesson:
             return self.hold.empty()
         except ClaimLostError as lost:
             raise RefusedToFlushError(
-                f"Lesson {self.name} no longer holds database {self.db} ({redact(self.url)}): {lost}; "
-                f"so the lab leaves the keys there: delete them yourself, or run the lesson again with "
+                f"Lesson {self.name} no longer holds database {self.db} ({redact(self.url)}) because {lost}, so "
+                f"the lab leaves its keys there: delete them yourself, or run the lesson again with "
                 f"{ALLOW_FLUSH_ENV}=1 and finish it."
             ) from None
         finally:
@@ -223,8 +223,8 @@ def claim(name: str, db: int, server: RedisServer, *, allow_flush: bool | None =
     ``allow_flush`` (default: ``REDAI_LAB_ALLOW_FLUSH``) lets the lab empty a database of a
     server it did not start that holds data it did not write.
     """
-    client = connect(server.url, db=db)
     if server.throwaway:
+        client = connect(server.url, db=db)
         client.flushdb()
         return Lesson(name=name, db=db, server=server, client=client)
     if allow_flush is None:
@@ -235,15 +235,14 @@ def claim(name: str, db: int, server: RedisServer, *, allow_flush: bool | None =
             hold.empty()
         else:
             _make_room(hold, name, allow_flush=allow_flush)
+        client = connect(server.url, db=db)
     except ClaimLostError as lost:
-        client.close()
         raise RefusedToFlushError(
-            f"Lesson {name} lost its hold on database {db} ({redact(database_url(server.url, db))}) while starting: {lost}; "
-            "start it again."
+            f"Lesson {name} lost its hold on database {db} ({redact(database_url(server.url, db))}) while "
+            f"starting because {lost}: start it again."
         ) from None
     except BaseException:
         hold.release()
-        client.close()
         raise
     _held[hold.channel] = hold
     return Lesson(name=name, db=db, server=server, client=client, hold=hold)
@@ -252,9 +251,9 @@ def claim(name: str, db: int, server: RedisServer, *, allow_flush: bool | None =
 def allow_flush_from_env() -> bool:
     """``REDAI_LAB_ALLOW_FLUSH``: True for 1, yes, true or on; False when unset or 0, no, false, off."""
     value = os.environ.get(ALLOW_FLUSH_ENV, "")
-    if value.strip().lower() in ALLOW_FLUSH_YES:
+    if (answer := value.strip().lower()) in ALLOW_FLUSH_YES:
         return True
-    if value.strip().lower() in ALLOW_FLUSH_NO:
+    if answer in ALLOW_FLUSH_NO:
         return False
     raise RefusedToFlushError(
         f"{ALLOW_FLUSH_ENV}={value!r} is neither yes nor no: set it to {', '.join(ALLOW_FLUSH_YES)} to let the "
