@@ -22,6 +22,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from array import array
@@ -425,11 +426,15 @@ class LatencyProbe:
         self.starts = self.latencies = np.zeros(0, dtype=np.int64)
 
     def __enter__(self) -> LatencyProbe:
-        package_parent = str(Path(__file__).resolve().parent.parent)  # importable however this one was
-        path = os.pathsep.join(filter(None, [package_parent, os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ)
+        # The probe imports this very package: from a checkout, put it on the child's path (an
+        # installed one is there already, and must not go before the standard library).
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        if package_parent not in {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
         self._process = subprocess.Popen(
             [sys.executable, "-m", "redai_lab.benchmarks"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, bufsize=0, env={**os.environ, "PYTHONPATH": path},
+            stderr=subprocess.PIPE, bufsize=0, env=env,
         )
         assert self._process.stdin is not None and self._process.stdout is not None
         settings = {"url": self.url, "key": self.key, "interval_ns": self.interval_ns, "max_seconds": self.max_seconds}
