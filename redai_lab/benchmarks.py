@@ -1,10 +1,11 @@
 """The lab's benchmarks: pipelining, SCAN vs KEYS, connection pooling (lessons 17 to 19).
 
-Each benchmark writes only keys under ``bench:`` and deletes them when it is done
-(``delete_prefix``). ``run_benchmark(name, lesson, scale)`` is what ``redai-lab bench`` runs; the
-notebooks call the pieces (``pipeline_sweep``, ``scan_sweep``, ``concurrent_latency``,
-``pool_sweep``, ...) to show each one. The harness itself (warm-up, repeats, statistics, export)
-is ``redai_lab.bench``.
+Each benchmark writes only keys under its ``prefix`` (``bench:`` by default) and deletes them when
+it is done (``delete_prefix``). ``run_benchmark(name, lesson, scale)`` is what ``redai-lab bench``
+runs, under the lab's own prefix (``redai-lab:bench:``): on a server the lab did not start, a run
+killed mid-way leaves keys that the next one may delete (``redai_lab.lesson``). The notebooks call
+the pieces (``pipeline_sweep``, ``scan_sweep``, ``concurrent_latency``, ``pool_sweep``, ...) to
+show each one. The harness itself (warm-up, repeats, statistics, export) is ``redai_lab.bench``.
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ import contextlib
 import csv
 import io
 import itertools
-import multiprocessing
+import json
+import os
 import re
+import selectors
 import shutil
+import struct
 import subprocess
+import sys
+import sysconfig
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
-from multiprocessing.connection import Connection
-from multiprocessing.synchronize import Event
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,10 +38,12 @@ import redis
 
 from .bench import Bench, BenchError, Plan, latency_stats
 from .connection import connect
-from .lesson import Lesson, claim, database_count
+from .lesson import LAB_KEY_PREFIX, CliOptions, Lesson, claim, database_count
 from .server import RedisServer
 
 PREFIX = "bench:"
+# What ``redai-lab bench`` writes: under the lab's own prefix, so a later run may delete it.
+CLI_PREFIX = f"{LAB_KEY_PREFIX}bench:"
 
 
 class MissingToolError(BenchError):
@@ -59,7 +67,8 @@ def delete_prefix(client: redis.Redis, prefix: str = PREFIX, *, chunk_size: int 
 def bench_database(server: RedisServer) -> Lesson:
     """The benchmarks' own database, empty: the second to last (the tests use the last one).
 
-    On a server the lab did not start it is claimed like a lesson's (see ``redai_lab.lesson``).
+    On a server the lab did not start it is held like a lesson's, and keys a killed run left
+    under ``CLI_PREFIX`` are deleted first (see ``redai_lab.lesson``).
     """
     client = connect(server.url)
     try:
@@ -168,12 +177,12 @@ def mass_insert(url: str, count: int, *, prefix: str, value: str = "x") -> dict[
     Returns the replies and errors redis-cli reports, and the seconds and ops/s of its run (the
     protocol is generated before the clock starts).
     """
-    binary = tool("redis-cli")
+    binary, options = tool("redis-cli"), CliOptions.from_url(url)
     protocol = b"".join(resp("SET", f"{prefix}{i}", value) for i in range(count))
     began = time.perf_counter()
     result = subprocess.run(
-        [binary, "-u", url, "--no-auth-warning", "--pipe"], input=protocol, capture_output=True, timeout=600,
-        check=False,
+        [binary, *options.args, "-n", str(options.db), "--pipe"], input=protocol, capture_output=True,
+        timeout=600, check=False, env=options.env,
     )
     seconds = time.perf_counter() - began
     summary = re.search(rb"errors: (\d+), replies: (\d+)", result.stdout)
@@ -194,8 +203,12 @@ def redis_benchmark(
 
     ``__rand_int__`` in the command becomes a random number below ``keyspace`` (``-r``). The
     row has ``rps`` and the latency columns of redis-benchmark (``p50_latency_ms``, ...).
+    redis-benchmark (unlike redis-cli) reads a password only from its arguments, where ``ps``
+    shows it to every local user: on a shared machine, benchmark a server without a password.
     """
-    args = [tool("redis-benchmark"), "-u", url, "--dbnum", str(db), "-c", str(clients),
+    options = CliOptions.from_url(url)
+    password = ["-a", options.password] if options.password is not None else []
+    args = [tool("redis-benchmark"), *options.args, *password, "--dbnum", str(db), "-c", str(clients),
             "-n", str(requests), "-P", str(pipeline), "-q", "--csv"]
     if keyspace:
         args += ["-r", str(keyspace)]
@@ -231,13 +244,14 @@ def pipeline_sweep(
     plan: Plan,
     methods: Sequence[str] = METHODS,
     value_size: int = 32,
+    prefix: str = PREFIX,
 ) -> pd.DataFrame:
-    """SET then GET batches of ``bench:pipe:{i}`` keys each way; one row per (op, method, batch)."""
+    """SET then GET batches of ``{prefix}pipe:{i}`` keys each way; one row per (op, method, batch)."""
     batch, value = Batch(client), "x" * value_size
     cases = [(op, method, size) for op in ("SET", "GET") for method in methods for size in batches]
     rows = []
     for op, method, size in bench.progress(cases, desc="pipeline sweep"):
-        keys = [f"{PREFIX}pipe:{i}" for i in range(size)]
+        keys = [f"{prefix}pipe:{i}" for i in range(size)]
         fn = partial(batch.set, method, keys, value) if op == "SET" else partial(batch.get, method, keys)
         rows.append(bench.measure({"op": op, "method": method, "batch": size}, fn, ops_per_call=size, plan=plan))
     return bench.table(rows)
@@ -290,17 +304,18 @@ def scan_sweep(
     plan: Plan,
     probe_runs: int,
     probe_counts: Sequence[int] = (100, 1000),
+    prefix: str = PREFIX,
 ) -> pd.DataFrame:
-    """KEYS vs SCAN over keyspaces of ``sizes`` keys (``bench:scan:{i}``), grown with pipelines.
+    """KEYS vs SCAN over keyspaces of ``sizes`` keys (``{prefix}scan:{i}``), grown with pipelines.
 
     Rows with ``measure == "enumerate"``: one whole enumeration per call, KEYS and a SCAN loop per
     COUNT (``p50_us`` its latency, ``ops_per_s`` keys per second, ``round_trips`` its calls).
     With ``probe_runs``, rows with ``measure == "concurrent GET"`` too: ``concurrent_latency`` at
     each size, the phase in ``method``.
     """
-    pattern, loaded, rows = f"{PREFIX}scan:*", 0, []
+    pattern, loaded, rows = f"{prefix}scan:*", 0, []
     for size in sorted(sizes):
-        loaded += load_keys(client, size, prefix=f"{PREFIX}scan:", start=loaded)
+        loaded += load_keys(client, size, prefix=f"{prefix}scan:", start=loaded)
         enumerations: list[tuple[str, int | None, Callable[[], object], int]] = [
             ("KEYS", None, partial(client.keys, pattern), 1)
         ]
@@ -312,28 +327,26 @@ def scan_sweep(
                     "round_trips": round_trips}
             rows.append(bench.measure(case, fn, ops_per_call=size, plan=plan))
         if probe_runs:
-            concurrent = concurrent_latency(bench, client, url, match=pattern, runs=probe_runs, scan_counts=probe_counts)
+            concurrent = concurrent_latency(bench, client, url, match=pattern, runs=probe_runs,
+                                            scan_counts=probe_counts, prefix=prefix)
             rows += [{"measure": "concurrent GET", "keys": size, "method": row.pop("phase"), **row}
                      for row in concurrent.to_dict("records")]
     return bench.table(rows)
 
 
 def _probe(
-    url: str, key: str, ready: Event, stop: Event, results: Connection, interval_ns: int, max_seconds: float
-) -> None:
+    client: redis.Redis, key: str, stop: threading.Event, interval_ns: int, max_seconds: float
+) -> tuple[array[int], array[int]]:
     """In the probe process: a GET of ``key`` due every ``interval_ns``, until told to stop.
 
-    Sends back each GET's start and latency. A GET that fell due while the previous one was still
+    Returns each GET's start and latency. A GET that fell due while the previous one was still
     waiting starts at its due time (the queueing a stall causes counts); otherwise it starts when
     sent (this process waking up late is not the server's doing).
     """
-    client = redis.Redis.from_url(url)  # no retries, no pool tricks: see the stalls as they are
-    client.get(key)  # connected and warm before the first timed GET
     starts, latencies = array("q"), array("q")
     clock = time.monotonic_ns
     due = previous_end = clock()
     deadline = due + int(max_seconds * 1e9)
-    ready.set()
     while not stop.is_set():
         if (wait := due - clock()) > 0:
             time.sleep(wait / 1e9)
@@ -346,9 +359,37 @@ def _probe(
         due, previous_end = due + interval_ns, ended
         if ended > deadline:  # bounded in time even if nobody says stop
             break
-    results.send_bytes(starts.tobytes())
-    results.send_bytes(latencies.tobytes())
+    return starts, latencies
+
+
+def _probe_process() -> None:
+    """The probe process's main: its settings on stdin's first line, ``ready`` on stdout, then GETs.
+
+    Stdin is its lifeline: the parent closes it to say stop, and the kernel closes it when the
+    parent dies, however it dies. Then the results go to stdout (the sample count, then the starts
+    and the latencies as int64), or nowhere when no parent reads them any more.
+    """
+    settings = json.loads(sys.stdin.buffer.readline())
+    try:
+        # No retries, no pool tricks: see the stalls as they are. Timeouts keep it bounded.
+        client = redis.Redis.from_url(settings["url"], socket_connect_timeout=10, socket_timeout=60)
+        client.get(settings["key"])  # connected and warm before the first timed GET
+    except redis.RedisError as exc:
+        sys.stderr.write(" ".join(f"{type(exc).__name__}: {exc}".split()) + "\n")
+        raise SystemExit(1) from None
+    stop = threading.Event()
+
+    def wait_for_end_of_stdin() -> None:
+        sys.stdin.buffer.read()
+        stop.set()
+
+    threading.Thread(target=wait_for_end_of_stdin, daemon=True).start()
+    os.write(sys.stdout.fileno(), b"ready\n")
+    starts, latencies = _probe(client, settings["key"], stop, settings["interval_ns"], settings["max_seconds"])
     client.close()
+    results = struct.pack("<q", len(starts)) + starts.tobytes() + latencies.tobytes()
+    with contextlib.suppress(BrokenPipeError), os.fdopen(sys.stdout.fileno(), "wb", closefd=False) as out:
+        out.write(results)  # BrokenPipeError: the parent is gone, nobody wants them
 
 
 class LatencyProbe:
@@ -371,6 +412,11 @@ class LatencyProbe:
             with probe.window("KEYS"):
                 r.keys("bench:*")
         probe.table()
+
+    The probe is a plain child process (``python -m redai_lab.benchmarks``) reading its stdin: it
+    stops when this process closes it, or dies, even by SIGKILL. No multiprocessing, so no
+    resource tracker process to outlive anyone. The URL goes through the pipe, not the command
+    line, where ``ps`` would show its password.
     """
 
     def __init__(self, url: str, key: str, *, interval_us: int = 1000, max_seconds: float = 300.0) -> None:
@@ -380,35 +426,46 @@ class LatencyProbe:
         self.starts = self.latencies = np.zeros(0, dtype=np.int64)
 
     def __enter__(self) -> LatencyProbe:
-        context = multiprocessing.get_context("spawn")  # no fork of a threaded kernel
-        self._stop, ready = context.Event(), context.Event()
-        self._results, sender = context.Pipe(duplex=False)
-        self._process = context.Process(
-            target=_probe,
-            args=(self.url, self.key, ready, self._stop, sender, self.interval_ns, self.max_seconds),
-            daemon=True,
+        env = dict(os.environ)
+        # The probe imports this very package: from a checkout, put it on the child's path (an
+        # installed one is there already, and must not go before the standard library).
+        package_parent = str(Path(__file__).resolve().parent.parent)
+        if package_parent not in {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "redai_lab.benchmarks"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, bufsize=0, env=env,
         )
-        self._process.start()
-        sender.close()
-        deadline = time.monotonic() + 60
-        while not ready.wait(timeout=0.05):
-            if not self._process.is_alive() or time.monotonic() > deadline:
-                self._process.terminate()
-                raise BenchError(
-                    f"The latency probe process did not start (exit code {self._process.exitcode}); "
-                    "run it from a script or notebook, not from stdin."
-                )
+        assert self._process.stdin is not None and self._process.stdout is not None
+        settings = {"url": self.url, "key": self.key, "interval_ns": self.interval_ns, "max_seconds": self.max_seconds}
+        self._process.stdin.write(json.dumps(settings).encode() + b"\n")
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._process.stdout, selectors.EVENT_READ)
+            ready = selector.select(timeout=60) and self._process.stdout.readline() == b"ready\n"
+        if not ready:
+            self._process.kill()
+            _, errors = self._process.communicate(timeout=30)
+            last = errors.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise BenchError(
+                f"The latency probe process did not start (exit code {self._process.returncode}): {last[0]}"
+            )
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        """Stop the probe and read its samples; an error of the ``with`` block wins over the probe's."""
         try:
-            self.starts = np.frombuffer(self._results.recv_bytes(), dtype=np.int64)
-            self.latencies = np.frombuffer(self._results.recv_bytes(), dtype=np.int64)
-        except EOFError:  # the process died before sending: say so rather than a bare EOFError
-            self._process.join(timeout=30)
-            raise BenchError(f"The latency probe process died (exit code {self._process.exitcode}).") from None
-        self._process.join(timeout=30)
+            results, errors = self._process.communicate(timeout=60)  # closes stdin: the stop signal
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            results, errors = self._process.communicate()
+        (count,) = struct.unpack_from("<q", results) if len(results) >= 8 else (-1,)
+        if self._process.returncode != 0 or len(results) != 8 + 16 * count:
+            if exc_type is not None:
+                return
+            last = errors.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise BenchError(f"The latency probe process died (exit code {self._process.returncode}): {last[0]}")
+        self.starts = np.frombuffer(results, dtype=np.int64, count=count, offset=8)
+        self.latencies = np.frombuffer(results, dtype=np.int64, count=count, offset=8 + 8 * count)
 
     @contextlib.contextmanager
     def window(self, name: str) -> Iterator[None]:
@@ -449,14 +506,15 @@ def concurrent_latency(
     runs: int,
     scan_counts: Sequence[int] = (100, 1000),
     idle_seconds: float = 0.5,
+    prefix: str = PREFIX,
 ) -> pd.DataFrame:
     """A bystander's GET latency (from another process) when idle, during KEYS, during SCAN loops.
 
     ``runs`` KEYS calls, then ``runs`` full SCAN loops per COUNT, enumerate ``match``. Each row
     adds what the server says it spent per call of that command (INFO commandstats): KEYS holds
-    the server for all of it at once, a SCAN call for a sliver.
+    the server for all of it at once, a SCAN call for a sliver. The bystander reads ``{prefix}probe``.
     """
-    key = f"{PREFIX}probe"
+    key = f"{prefix}probe"
     client.set(key, "x")
     phases: list[tuple[str, str, Callable[[], object]]] = [("KEYS", "keys", partial(client.keys, match))]
     phases += [
@@ -533,9 +591,11 @@ POOL_SCALES = {
 }
 
 
-def pool_sweep(bench: Bench, client: redis.Redis, url: str, *, threads: Sequence[int], plan: Plan) -> pd.DataFrame:
-    """GET one key from ``threads`` threads by each strategy; with the connections each opened."""
-    key = f"{PREFIX}pool"
+def pool_sweep(
+    bench: Bench, client: redis.Redis, url: str, *, threads: Sequence[int], plan: Plan, prefix: str = PREFIX
+) -> pd.DataFrame:
+    """GET ``{prefix}pool`` from ``threads`` threads by each strategy; with the connections each opened."""
+    key = f"{prefix}pool"
     client.set(key, "x")
     rows = []
     cases = [(strategy, n) for strategy in POOL_STRATEGIES for n in threads]
@@ -559,31 +619,40 @@ def pool_sweep(bench: Bench, client: redis.Redis, url: str, *, threads: Sequence
 
 
 def run_benchmark(name: str, lesson: Lesson, scale: str) -> pd.DataFrame:
-    """Benchmark ``name`` (``BENCHMARKS``) at ``scale`` in ``lesson``'s database, then clean up."""
+    """Benchmark ``name`` (``BENCHMARKS``) at ``scale`` in ``lesson``'s database, then clean up.
+
+    Its keys are under ``CLI_PREFIX``. When the benchmark fails (the server killed, say), the
+    clean-up may fail too: that failure is dropped so the benchmark's own error is the one
+    reported, and the next run deletes what is left.
+    """
     if name not in BENCHMARKS:
         raise BenchError(f"Unknown benchmark {name!r}: use one of {', '.join(BENCHMARKS)}.")
     client = lesson.client
     bench = Bench(client, scale=scale)
     try:
-        return BENCHMARKS[name](bench, lesson)
-    finally:
-        delete_prefix(client)
+        frame = BENCHMARKS[name](bench, lesson)
+    except BaseException:
+        with contextlib.suppress(redis.RedisError):
+            delete_prefix(client, CLI_PREFIX)
+        raise
+    delete_prefix(client, CLI_PREFIX)
+    return frame
 
 
 def _pipeline(bench: Bench, lesson: Lesson) -> pd.DataFrame:
     scale = PIPELINE_SCALES[bench.scale]
-    return pipeline_sweep(bench, lesson.client, batches=scale.batches, plan=scale.plan)
+    return pipeline_sweep(bench, lesson.client, batches=scale.batches, plan=scale.plan, prefix=CLI_PREFIX)
 
 
 def _scan(bench: Bench, lesson: Lesson) -> pd.DataFrame:
     scale = SCAN_SCALES[bench.scale]
     return scan_sweep(bench, lesson.client, lesson.url, sizes=scale.sizes, counts=scale.counts, plan=scale.plan,
-                      probe_runs=scale.probe_runs)
+                      probe_runs=scale.probe_runs, prefix=CLI_PREFIX)
 
 
 def _pool(bench: Bench, lesson: Lesson) -> pd.DataFrame:
     scale = POOL_SCALES[bench.scale]
-    return pool_sweep(bench, lesson.client, lesson.url, threads=scale.threads, plan=scale.plan)
+    return pool_sweep(bench, lesson.client, lesson.url, threads=scale.threads, plan=scale.plan, prefix=CLI_PREFIX)
 
 
 BENCHMARKS: dict[str, Callable[[Bench, Lesson], pd.DataFrame]] = {
@@ -591,3 +660,7 @@ BENCHMARKS: dict[str, Callable[[Bench, Lesson], pd.DataFrame]] = {
     "scan": _scan,
     "pool": _pool,
 }
+
+
+if __name__ == "__main__":  # the latency probe's process (LatencyProbe)
+    _probe_process()

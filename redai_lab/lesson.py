@@ -7,38 +7,150 @@ with identical outputs. Tests use the last database.
 
 * On a throwaway server (one the lab started) the database is simply emptied at start and at
   ``finish()``.
-* On a server the lab did not start (``REDIS_URL``) the lab never empties a database holding
-  data it did not create. A lesson may start in an empty database, which it then *claims*: the
-  claim (server run id and database) is written to a small file under the user's cache
-  directory, so a rerun after a crash may empty what the lab wrote; ``finish()`` releases it,
-  so data written there later is never the lab's to empty. A non-empty, unclaimed
-  database is refused with ``RefusedToFlushError`` unless the user opts in with
-  ``allow_flush=True`` or ``REDAI_LAB_ALLOW_FLUSH=1``.
+* On a server the lab did not start (``REDIS_URL``) the lab never deletes data it did not write.
+  A lesson starts only in an empty database, or in one that holds nothing but keys under the
+  lab's own prefix ``redai-lab:`` (a benchmark killed mid-way leaves those; they are deleted, one
+  by one, never with FLUSHDB). Anything else is refused with ``RefusedToFlushError`` unless the
+  user opts in with ``allow_flush=True`` or ``REDAI_LAB_ALLOW_FLUSH=1`` (or ``yes``, ``true``,
+  ``on``). While the lesson runs it *holds* its database (``DatabaseClaim``): a connection of its
+  own, named and subscribed to a channel ``redai-lab:claim:db<N>:<lesson>:<pid>:<token>``.
+  Another lab process that finds such a channel refuses the database; the hold ends with
+  ``finish()`` or with the connection, so with the process however it dies: a stale hold cannot
+  exist. ``finish()`` empties the database through that connection, so only while the hold is
+  live. A lesson stopped before ``finish()`` leaves its keys, and the next start refuses them like
+  any other data: the lab cannot tell them from data written since.
 
 Pub/Sub channels are not per database: lessons name their channels after themselves.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.connection import parse_url
+from redis.retry import Retry
 
-from .connection import connect, database_url
+from .connection import connect, database_url, explain
 from .errors import RefusedToFlushError
 from .exercises import Exercise, spec
 from .server import LAB_DATABASES, RedisServer, lab_server, redact
 
 ALLOW_FLUSH_ENV = "REDAI_LAB_ALLOW_FLUSH"
+ALLOW_FLUSH_YES = ("1", "yes", "true", "on")
+ALLOW_FLUSH_NO = ("", "0", "no", "false", "off")
 TESTS_DB = LAB_DATABASES - 1
 ADVANCED_OFFSET = 32  # lesson NNb uses database NN + 32
+# Keys the lab writes on servers it did not start (benchmarks): it may delete these, and only these.
+LAB_KEY_PREFIX = "redai-lab:"
+CLAIM_CHANNEL_PREFIX = "redai-lab:claim:"
+# Keys named as examples in a refusal, and how much of each name.
+EXAMPLE_KEYS, EXAMPLE_LENGTH = 3, 40
+
+
+class DatabaseClaim:
+    """A lesson's hold on database ``db`` of a server the lab did not start.
+
+    The hold is a connection of its own (RESP3, so that it may run any command while
+    subscribed), named after, and subscribed to, the channel ``redai-lab:claim:db<N>:...``. A
+    subscribed connection is also exempt from the server's idle ``timeout``, so a notebook left
+    open for an hour keeps its hold. Commands that empty the database go through this connection
+    only, and it is never reconnected: once it is closed (``release()``, a server restart, CLIENT
+    KILL, the process's death) nothing the lab sends can empty the database.
+    """
+
+    def __init__(self, url: str, db: int, lesson: str) -> None:
+        self.url, self.db = url, db
+        holder = re.sub(r"[^A-Za-z0-9_.-]", "_", lesson)
+        self.channel = f"{claim_channel_prefix(db)}{holder}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.lost = ""  # why the hold ended, once it has
+        pool = redis.ConnectionPool.from_url(url)
+        # After the URL's own options: its /db, ?db= or ?protocol= must not win here.
+        pool.connection_kwargs.update(
+            db=db, protocol=3, client_name=self.channel, retry=Retry(NoBackoff(), 0),
+            socket_timeout=60, health_check_interval=0,
+        )
+        connection = pool.make_connection()
+        try:
+            connection.connect()
+            connection.send_command("SUBSCRIBE", self.channel)
+            connection.read_response(push_request=True)
+        except redis.RedisError as exc:
+            connection.disconnect()
+            raise RefusedToFlushError(_cannot_hold(url, db, exc)) from None
+        self._connection: redis.connection.ConnectionInterface | None = connection
+
+    def execute(self, *args: str | int | bytes) -> Any:
+        """Run one command on the hold's connection; ``ClaimLostError`` once the hold has ended."""
+        if self._connection is None:
+            raise ClaimLostError(self.lost)
+        try:
+            self._connection.send_command(*args)
+            return self._connection.read_response()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._close(f"its connection was closed ({' '.join(str(exc).split()).rstrip('.')})")
+            raise ClaimLostError(self.lost) from None
+        except redis.ResponseError as exc:  # an ACL that denies the command, for example
+            raise RefusedToFlushError(
+                f"Redis refused {args[0]!s} on database {self.db} ({redact(database_url(self.url, self.db))}): "
+                f"{' '.join(str(exc).split())}. Let the lab's user run it, or point REDIS_URL at another server."
+            ) from None
+
+    def scan(self, match: str | None = None) -> Iterator[list[bytes]]:
+        """The database's key names, a SCAN page at a time (bytes: names may be any bytes)."""
+        cursor = b"0"
+        while True:
+            args: list[str | bytes] = ["SCAN", cursor, "COUNT", "1000"]
+            if match is not None:
+                args += ["MATCH", match]
+            cursor, keys = self.execute(*args)
+            yield list(keys)
+            if cursor in (b"0", 0):
+                return
+
+    def empty(self) -> int:
+        """FLUSHDB through the hold, so only while it is live; how many keys there were."""
+        removed = int(self.execute("DBSIZE"))
+        self.execute("FLUSHDB")
+        return removed
+
+    def holders(self) -> list[str]:
+        """The channels of every live hold on this database, this one's included."""
+        channels = self.execute("PUBSUB", "CHANNELS", f"{claim_channel_prefix(self.db)}*")
+        return [channel.decode(errors="replace") for channel in channels]
+
+    def release(self) -> None:
+        """End the hold (idempotent)."""
+        self._close("it was released")
+
+    def _close(self, why: str) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self.lost = why
+            _held.pop(self.channel, None)
+            connection.disconnect()
+
+
+class ClaimLostError(Exception):
+    """The hold's connection is gone; the message says why."""
+
+
+# This process's live holds, by channel: a lesson started again in the same process (a
+# notebook's first cell run twice) takes over its own database instead of refusing it.
+_held: dict[str, DatabaseClaim] = {}
+
+
+def claim_channel_prefix(db: int) -> str:
+    return f"{CLAIM_CHANNEL_PREFIX}db{db}:"
 
 
 @dataclass
@@ -49,6 +161,7 @@ class Lesson:
     db: int
     server: RedisServer
     client: redis.Redis
+    hold: DatabaseClaim | None = None  # on a server the lab did not start
 
     @property
     def url(self) -> str:
@@ -70,12 +183,25 @@ class Lesson:
         return exercise
 
     def finish(self) -> int:
-        """Empty the lesson's database, release its claim, and return how many keys it removed."""
-        removed = int(self.client.dbsize())
-        self.client.flushdb()
-        if not self.server.throwaway:
-            _Claims().remove(str(self.client.info("server")["run_id"]), self.db)
-        return removed
+        """Empty the lesson's database, end its hold, and return how many keys it removed.
+
+        On a server the lab did not start, only while the hold is live; otherwise the keys stay
+        and ``RefusedToFlushError`` says so.
+        """
+        if self.hold is None:
+            removed = int(self.client.dbsize())  # type: ignore[arg-type]
+            self.client.flushdb()
+            return removed
+        try:
+            return self.hold.empty()
+        except ClaimLostError as lost:
+            raise RefusedToFlushError(
+                f"Lesson {self.name} no longer holds database {self.db} ({redact(self.url)}) because {lost}, so "
+                f"the lab leaves its keys there: delete them yourself, or run the lesson again with "
+                f"{ALLOW_FLUSH_ENV}=1 and finish it."
+            ) from None
+        finally:
+            self.hold.release()
 
 
 _current_lesson: str | None = None
@@ -87,7 +213,7 @@ def current_lesson() -> str | None:
 
 
 def start_lesson(name: str, *, server: RedisServer | None = None, allow_flush: bool | None = None) -> Lesson:
-    """Claim lesson ``name``'s database (``"03_hashes"`` -> db 3), emptied, and connect to it."""
+    """Lesson ``name``'s database (``"03_hashes"`` -> db 3), empty, and a client on it."""
     global _current_lesson
     _current_lesson = name
     server = server or lab_server()
@@ -102,24 +228,123 @@ def start_lesson(name: str, *, server: RedisServer | None = None, allow_flush: b
 
 
 def claim(name: str, db: int, server: RedisServer, *, allow_flush: bool | None = None) -> Lesson:
-    """Connect to database ``db`` and make it an empty slate the lab owns, or refuse."""
+    """Connect to database ``db`` and make it an empty slate for lesson ``name``, or refuse.
+
+    ``allow_flush`` (default: ``REDAI_LAB_ALLOW_FLUSH``) lets the lab empty a database of a
+    server it did not start that holds data it did not write.
+    """
+    if server.throwaway:
+        client = connect(server.url, db=db)
+        client.flushdb()
+        return Lesson(name=name, db=db, server=server, client=client)
     if allow_flush is None:
-        allow_flush = os.environ.get(ALLOW_FLUSH_ENV, "") not in ("", "0")
-    client = connect(server.url, db=db)
-    if not server.throwaway:
-        run_id = str(client.info("server")["run_id"])
-        claims = _Claims()
-        if client.dbsize() and not allow_flush and not claims.holds(run_id, db):
-            keys = client.dbsize()
-            client.close()
-            raise RefusedToFlushError(
-                f"Database {db} of {redact(server.url)} holds {keys} keys that redai-lab did not create; "
-                f"lesson {name} needs it empty. Point REDIS_URL at another server, or let the lab "
-                f"empty it with {ALLOW_FLUSH_ENV}=1."
-            )
-        claims.add(run_id, db)
-    client.flushdb()
-    return Lesson(name=name, db=db, server=server, client=client)
+        allow_flush = allow_flush_from_env()
+    hold = DatabaseClaim(server.url, db, name)
+    try:
+        if _take_over(hold, name):  # what is there was written by this process's earlier start
+            hold.empty()
+        else:
+            _make_room(hold, name, allow_flush=allow_flush)
+        client = connect(server.url, db=db)
+    except ClaimLostError as lost:
+        raise RefusedToFlushError(
+            f"Lesson {name} lost its hold on database {db} ({redact(database_url(server.url, db))}) while "
+            f"starting because {lost}: start it again."
+        ) from None
+    except BaseException:
+        hold.release()
+        raise
+    _held[hold.channel] = hold
+    return Lesson(name=name, db=db, server=server, client=client, hold=hold)
+
+
+def allow_flush_from_env() -> bool:
+    """``REDAI_LAB_ALLOW_FLUSH``: True for 1, yes, true or on; False when unset or 0, no, false, off."""
+    value = os.environ.get(ALLOW_FLUSH_ENV, "")
+    if (answer := value.strip().lower()) in ALLOW_FLUSH_YES:
+        return True
+    if answer in ALLOW_FLUSH_NO:
+        return False
+    raise RefusedToFlushError(
+        f"{ALLOW_FLUSH_ENV}={value!r} is neither yes nor no: set it to {', '.join(ALLOW_FLUSH_YES)} to let the "
+        f"lab empty a database of a server it did not start, or unset it (or {', '.join(ALLOW_FLUSH_NO[1:])})."
+    )
+
+
+def _take_over(hold: DatabaseClaim, name: str) -> bool:
+    """Refuse when another process holds ``hold``'s database; True when this process did.
+
+    Checked after subscribing, so of two processes that both subscribe, the later check sees
+    the other's hold: at most one of them goes on (when both check late, neither does).
+    """
+    others = [channel for channel in hold.holders() if channel != hold.channel]
+    foreign = [channel for channel in others if channel not in _held]
+    if foreign:
+        raise RefusedToFlushError(
+            f"Database {hold.db} ({redact(database_url(hold.url, hold.db))}) is held by "
+            f"{_describe_holder(foreign[0])}: finish or stop "
+            f"that lesson first (lesson.finish(), or restart its kernel), then start lesson {name} again."
+        )
+    for channel in others:  # holds of this very process: this start takes over their database
+        _held[channel]._close(f"lesson {name} was started again in this process and took the database over")
+    return bool(others)
+
+
+def _describe_holder(channel: str) -> str:
+    """``lesson 05_sets in another redai-lab process (pid 1234)``, from a hold's channel."""
+    fields = channel[len(CLAIM_CHANNEL_PREFIX):].split(":")  # db<N>, lesson, pid, token
+    if len(fields) == 4 and fields[2].isdigit():
+        return f"lesson {fields[1]} in another redai-lab process (pid {fields[2]})"
+    return f"the subscriber of channel {channel!r}"
+
+
+def _make_room(hold: DatabaseClaim, name: str, *, allow_flush: bool) -> None:
+    """Empty the held database where the lab may: its own keys always, anything with ``allow_flush``.
+
+    The lab's own keys go by UNLINK, never FLUSHDB: a key someone writes meanwhile stays.
+    """
+    if not int(hold.execute("DBSIZE")):
+        return
+    examples = _keys_not_the_labs(hold)
+    if not examples:
+        for page in hold.scan(match=f"{LAB_KEY_PREFIX}*"):
+            if page:
+                hold.execute("UNLINK", *page)
+        return
+    if allow_flush:
+        hold.empty()
+        return
+    keys = int(hold.execute("DBSIZE"))
+    raise RefusedToFlushError(
+        f"Database {hold.db} ({redact(database_url(hold.url, hold.db))}) holds {keys} key{'s' * (keys != 1)} "
+        f"the lab cannot tell from yours "
+        f"(for example {', '.join(examples)}): lesson {name} needs it empty, and the lab never deletes data it "
+        f"did not write. Delete them yourself, point REDIS_URL at another server, or let the lab empty "
+        f"database {hold.db} with {ALLOW_FLUSH_ENV}=1 (a lesson stopped before lesson.finish() leaves its keys too)."
+    )
+
+
+def _keys_not_the_labs(hold: DatabaseClaim) -> list[str]:
+    """Up to ``EXAMPLE_KEYS`` names (shortened, quoted) of keys outside ``LAB_KEY_PREFIX``."""
+    examples: list[str] = []
+    for keys in hold.scan():
+        for key in keys:
+            if not key.startswith(LAB_KEY_PREFIX.encode()):
+                text = key.decode(errors="replace")
+                examples.append(repr(text if len(text) <= EXAMPLE_LENGTH else text[:EXAMPLE_LENGTH] + "..."))
+                if len(examples) == EXAMPLE_KEYS:
+                    return examples
+    return examples
+
+
+def _cannot_hold(url: str, db: int, exc: redis.RedisError) -> str:
+    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and not isinstance(exc, redis.AuthenticationError):
+        return explain(exc, url)
+    return (
+        f"The lab cannot hold database {db} ({redact(database_url(url, db))}) for a lesson ({str(exc).strip()}): it needs a "
+        f"connection of its own subscribed to a {CLAIM_CHANNEL_PREFIX}* channel (Redis 6 or later; with ACLs, "
+        f"+subscribe +pubsub|channels +client|setname &{CLAIM_CHANNEL_PREFIX}*), or point REDIS_URL at another server."
+    )
 
 
 def redis_cli(url: str, command: str) -> str:
@@ -127,11 +352,50 @@ def redis_cli(url: str, command: str) -> str:
     binary = shutil.which("redis-cli")
     if binary is None:
         return "(redis-cli is not installed here: `apt install redis-tools`; the Python above is the same command)"
+    options = CliOptions.from_url(url)
     result = subprocess.run(
-        [binary, "-u", url, "--no-auth-warning", "--no-raw", *shlex.split(command)],
-        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False,
+        [binary, *options.args, "-n", str(options.db), "--no-raw", *shlex.split(command)],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False, env=options.env,
     )
     return (result.stdout + result.stderr).rstrip("\n")
+
+
+@dataclass(frozen=True)
+class CliOptions:
+    """How redis-cli (and redis-benchmark) reach the server of a URL, as redis-py reads the URL.
+
+    ``args`` name the server, user and TLS, never the password, which goes to redis-cli in
+    the environment (``REDISCLI_AUTH``), so it never shows in ``ps``. Not ``-u URL``: besides
+    showing the password, redis-cli 7.0 reads ``redis://:PASSWORD@`` as the empty user name, and
+    the server refuses that.
+    """
+
+    args: tuple[str, ...]
+    db: int
+    password: str | None
+    env: dict[str, str]
+
+    @classmethod
+    def from_url(cls, url: str) -> CliOptions:
+        options = parse_url(url)  # redis-py's own reading: the user part, ?password=, ?db=, unix://
+        if "path" in options:
+            args = ["-s", str(options["path"])]
+        else:
+            host = str(options.get("host", "localhost"))
+            args = ["-h", host, "-p", str(options.get("port", 6379))]
+            if options.get("connection_class") is redis.SSLConnection:
+                args += ["--tls", "--sni", host]
+                files = {"--cacert": "ssl_ca_certs", "--cert": "ssl_certfile", "--key": "ssl_keyfile"}
+                args += [arg for flag, key in files.items() if options.get(key) for arg in (flag, str(options[key]))]
+                if str(options.get("ssl_cert_reqs", "")).lower() in ("none", "cert_none"):
+                    args.append("--insecure")
+        if options.get("username"):
+            args += ["--user", str(options["username"])]
+        password = str(options["password"]) if options.get("password") else None
+        env = {key: value for key, value in os.environ.items() if key != "REDISCLI_AUTH"}
+        if password is not None:
+            env["REDISCLI_AUTH"] = password
+        return cls(tuple(args), int(options.get("db", 0)), password, env)
 
 
 def database_count(client: redis.Redis) -> int:
@@ -140,31 +404,3 @@ def database_count(client: redis.Redis) -> int:
         return int(str(client.config_get("databases")["databases"]))
     except (redis.ResponseError, KeyError):  # managed services often disable CONFIG
         return 16
-
-
-class _Claims:
-    """Databases of servers not started by the lab that the lab found empty and claimed."""
-
-    def __init__(self) -> None:
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-        self.path = cache / "redai-lab" / "claimed-databases.json"
-
-    def _load(self) -> list[str]:
-        try:
-            return list(json.loads(self.path.read_text()))
-        except (OSError, ValueError):
-            return []
-
-    def holds(self, run_id: str, db: int) -> bool:
-        return f"{run_id}/{db}" in self._load()
-
-    def add(self, run_id: str, db: int) -> None:
-        entries = self._load()
-        if f"{run_id}/{db}" not in entries:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(entries + [f"{run_id}/{db}"]))
-
-    def remove(self, run_id: str, db: int) -> None:
-        entries = self._load()
-        if f"{run_id}/{db}" in entries:
-            self.path.write_text(json.dumps([e for e in entries if e != f"{run_id}/{db}"]))

@@ -13,30 +13,38 @@ Order of preference (``find_or_start``):
 4. Where no wheel fits the platform: a throwaway ``redis:8.2.3`` container through
    testcontainers when a Docker engine answers, else a ``redis-server`` on ``PATH``.
 
-Throwaway servers stop on ``stop()``, at interpreter exit, and (local ones) when the parent
-process dies, through ``PR_SET_PDEATHSIG``.
+Throwaway servers stop on ``stop()``, at interpreter exit, and (local ones) when the process
+that started them dies, however it dies and from whichever thread it started them
+(``popen_tied_to_process``). The temporary directory of a server whose process was killed
+before it could remove it is removed by the next local start (``remove_stale_workdirs``).
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
+import fcntl
+import glob
 import importlib
 import importlib.metadata
 import importlib.util
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus
 
 import redis
 
@@ -130,13 +138,32 @@ class RedisServer:
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    netloc = f"{user}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return parts._replace(netloc=netloc).geturl()
+    """The URL with every password replaced by ``***``, for messages and logs.
+
+    Both places redis-py reads a password from are hidden: the user part (``:PASSWORD@``,
+    ``USER:PASSWORD@``) and query parameters (``?password=``, ``ssl_password=``). A password
+    that holds an unescaped ``/``, ``?`` or ``#`` splits the URL before its ``@``: then everything
+    up to the last ``@`` is hidden. Works on any string, even one that is not a valid URL.
+    """
+    scheme, separator, rest = url.partition("://")
+    if not separator:
+        scheme, rest = "", url
+    userinfo, at, rest = rest.rpartition("@")
+    if at:
+        if any(mark in userinfo for mark in "/?#"):
+            userinfo = "***"
+        elif ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        rest = f"{userinfo}@{rest}"
+    address, question, query = rest.partition("?")
+    if question:
+        query, hash_mark, fragment = query.partition("#")
+        pairs = [
+            f"{name}=***" if equals and "password" in unquote_plus(name).lower() else f"{name}{equals}{value}"
+            for name, equals, value in (pair.partition("=") for pair in query.split("&"))
+        ]
+        rest = f"{address}?{'&'.join(pairs)}{hash_mark}{fragment}"
+    return f"{scheme}{separator}{rest}"
 
 
 def find_or_start() -> RedisServer:
@@ -351,7 +378,7 @@ def _start_local_process(binary: ServerBinary, modules: list[Path], data_dir: st
 
 
 def _start_local_once(binary: ServerBinary, modules: list[Path], data_dir: str | None) -> RedisServer:
-    workdir = tempfile.mkdtemp(prefix="redai-lab-redis-")
+    workdir, lock = _new_workdir()
     persistence = ["--appendonly", "yes", "--dir", data_dir] if data_dir else ["--appendonly", "no"]
     port = _free_port()
     args = [
@@ -367,14 +394,19 @@ def _start_local_once(binary: ServerBinary, modules: list[Path], data_dir: str |
     ]
     for module in modules:
         args += ["--loadmodule", str(module)]
-    process = subprocess.Popen(  # type: ignore[call-overload]
-        **binary.popen_args(*args),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # Ctrl-C reaches the lab, which then stops the server in order
-        preexec_fn=die_with_parent,
-    )
+    try:
+        process = popen_tied_to_process(
+            **binary.popen_args(*args),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the lab, which then stops the server in order
+            pass_fds=(lock,),  # the server holds the workdir's lock too: not stale while it runs
+        )
+    except OSError:
+        os.close(lock)
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
 
     def stop() -> None:
         if process.poll() is None:
@@ -385,6 +417,7 @@ def _start_local_once(binary: ServerBinary, modules: list[Path], data_dir: str |
                 process.kill()
                 process.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+        os.close(lock)
 
     url = f"redis://127.0.0.1:{port}/0"
     try:
@@ -393,6 +426,52 @@ def _start_local_once(binary: ServerBinary, modules: list[Path], data_dir: str |
         stop()
         raise
     return _throwaway(url, "local", stop, source=binary.source)
+
+
+# A local server's temporary directory, and the lock in it that says someone still uses it.
+WORKDIR_PREFIX = "redai-lab-redis-"
+WORKDIR_LOCK = "in-use.lock"
+
+
+def _new_workdir() -> tuple[str, int]:
+    """A temporary directory for a server, and the open descriptor of its lock, already held.
+
+    The kernel releases the lock when every process holding it has exited, however it exited:
+    the lab process (even killed with SIGKILL) and its server. A directory whose lock is free is
+    stale (``remove_stale_workdirs``). The lock file is locked under another name, then renamed
+    into place, so no other process can find it unlocked in between.
+    """
+    remove_stale_workdirs()
+    workdir = tempfile.mkdtemp(prefix=WORKDIR_PREFIX)
+    lock, locking = tempfile.mkstemp(dir=workdir)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(locking, os.path.join(workdir, WORKDIR_LOCK))
+    return workdir, lock
+
+
+def remove_stale_workdirs() -> list[str]:
+    """Remove the temporary directories of local servers no live process uses; the ones removed.
+
+    ``stop()`` removes a server's directory, but a lab process killed with SIGKILL runs no
+    clean-up: its server dies with it (``PR_SET_PDEATHSIG``) and the directory stays. A directory
+    still being created has no lock file yet and is left alone, as is one whose lock is held.
+    """
+    removed = []
+    for workdir in glob.glob(os.path.join(glob.escape(tempfile.gettempdir()), WORKDIR_PREFIX + "*")):
+        try:
+            lock = os.open(os.path.join(workdir, WORKDIR_LOCK), os.O_RDONLY)
+        except OSError:  # no lock file yet, or not ours to open
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: a lab process or its server still uses it
+            continue
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+            removed.append(workdir)
+        finally:
+            os.close(lock)
+    return removed
 
 
 def _throwaway(url: str, kind: str, stop: Callable[[], None], *, source: str) -> RedisServer:
@@ -455,9 +534,64 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when the parent dies, however the parent dies."""
-    if sys.platform.startswith("linux"):
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+# Loaded here, not in the child: between fork and exec a child should not load libraries.
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform.startswith("linux") else None
 
+
+def die_with_parent(parent: int | None = None) -> None:
+    """In the child (a ``preexec_fn``): ask Linux to SIGTERM it when its parent dies.
+
+    Linux sends the signal when the *thread* that started the child exits, not the process: start
+    children through ``popen_tied_to_process`` so that thread lives as long as the process. With
+    ``parent`` (the parent's pid, taken before the fork), a parent that died before the request
+    took effect is caught too: the child, already adopted by another process, exits at once.
+    """
+    if _LIBC is not None:
+        pr_set_pdeathsig = 1
+        _LIBC.prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if parent is not None and os.getppid() != parent:
+            os._exit(1)
+
+
+class _Spawner:
+    """One thread that starts child processes and lives as long as the process does.
+
+    A child started from a short-lived thread (a notebook's worker thread, a thread pool) would
+    get its ``PR_SET_PDEATHSIG`` when that thread exits. Every child started here has this
+    thread as its parent thread instead: it exits only with the process (daemon threads end
+    with it, whatever kills it). The thread waits for work on a queue, which is not a busy loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue[tuple[dict[str, Any], Future[subprocess.Popen[Any]]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def popen(self, kwargs: dict[str, Any]) -> subprocess.Popen[Any]:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # first use, or in a forked child
+                self._thread = threading.Thread(target=self._serve, name="redai-lab-spawner", daemon=True)
+                self._thread.start()
+        started: Future[subprocess.Popen[Any]] = Future()
+        self._requests.put((kwargs, started))
+        return started.result()
+
+    def _serve(self) -> None:
+        while True:
+            kwargs, started = self._requests.get()
+            try:
+                started.set_result(subprocess.Popen(**kwargs, preexec_fn=partial(die_with_parent, os.getpid())))
+            except BaseException as exc:  # noqa: BLE001  (raised again in the caller's thread)
+                started.set_exception(exc)
+
+
+_spawner = _Spawner()
+
+
+def popen_tied_to_process(**kwargs: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen(**kwargs)`` for a child that gets SIGTERM when this process dies.
+
+    However the process dies, SIGKILL included, and whichever thread calls this: the child is
+    started from a thread that lives as long as the process (``_Spawner``).
+    """
+    return _spawner.popen(kwargs)

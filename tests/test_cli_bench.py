@@ -3,10 +3,14 @@ a valid file, leaves no key behind. Quick mode keeps this file to seconds; nothi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +112,106 @@ def test_an_unknown_benchmark_is_refused_by_argparse(capsys) -> None:
         cli.main(["bench", "disk"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'disk'" in capsys.readouterr().err
+
+
+# --- what a killed run leaves behind --------------------------------------------------------
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (from /proc: children, their children, ...)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def probe_of(pid: int) -> int | None:
+    for child in descendants(pid):
+        with contextlib.suppress(OSError):
+            if b"redai_lab.benchmarks" in Path(f"/proc/{child}/cmdline").read_bytes():
+                return child
+    return None
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+
+PROBE_SCRIPT = """
+import sys, time
+from redai_lab.benchmarks import LatencyProbe
+with LatencyProbe(sys.argv[1], "bench:probe"):
+    print("probing", flush=True)
+    time.sleep(120)
+"""
+
+
+@needs_proc
+def test_the_latency_probe_dies_with_its_parent_and_leaves_no_process(redis_url, r) -> None:
+    r.set("bench:probe", "x")
+    parent = subprocess.Popen([sys.executable, "-c", PROBE_SCRIPT, redis_url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "probing\n"
+        left = descendants(parent.pid)
+        probe = probe_of(parent.pid)
+        assert probe is not None and left == {probe}  # the probe, and no resource tracker beside it
+        assert redis_url.encode() not in Path(f"/proc/{probe}/cmdline").read_bytes()  # what ps shows
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+    assert wait_until(lambda: not any(alive(pid) for pid in left), timeout=30), left
+
+
+@needs_proc
+def test_bench_scan_killed_during_its_probe_leaves_nothing_the_next_run_does_not_remove(tmp_path) -> None:
+    """SIGKILL mid-benchmark on a server the lab did not start: no process stays, and the next
+    run deletes the keys left under the lab's prefix (and nothing else)."""
+    from redai_lab.lesson import ALLOW_FLUSH_ENV
+    from redai_lab.server import LAB_URL_ENV, USER_URL_ENV, start_local
+
+    with start_local(modules=[]) as foreign:
+        env = {key: value for key, value in os.environ.items() if key not in (LAB_URL_ENV, ALLOW_FLUSH_ENV)}
+        env.update({USER_URL_ENV: foreign.url, "TQDM_DISABLE": "1"})
+        command = os.path.join(os.path.dirname(sys.executable), "redai-lab")
+        user = connect(foreign.url, db=0)
+        user.set("precious", "the user's")
+        bench_db = connect(foreign.url, db=database_count(user) - 2)
+        run = subprocess.Popen([command, "bench", "scan", "--quick"], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, env=env)
+        try:
+            assert wait_until(lambda: probe_of(run.pid) is not None or run.poll() is not None, timeout=240)
+            left = descendants(run.pid)
+            assert probe_of(run.pid) in left, run.stderr.read() if run.stderr else ""
+        finally:
+            run.send_signal(signal.SIGKILL)
+            run.wait(timeout=30)
+        assert wait_until(lambda: not any(alive(pid) for pid in left), timeout=30), left
+        leftovers = bench_db.keys("*")
+        assert len(leftovers) > 10_000 and all(key.startswith(benchmarks.CLI_PREFIX) for key in leftovers)
+        again = subprocess.run([command, "bench", "pool", "--quick"], capture_output=True, text=True, timeout=300,
+                               env=env, check=False)
+        assert (again.returncode, again.stderr) == (0, "")
+        assert bench_db.dbsize() == 0 and user.get("precious") == "the user's"

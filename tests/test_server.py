@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -185,10 +187,38 @@ def test_docker_engine_absent_here_is_reported_not_raised() -> None:
     assert lab.docker_engine_answers() in (True, False)
 
 
-def test_redact_hides_passwords() -> None:
-    assert lab.redact("redis://:s3cret@host:6379/0") == "redis://:***@host:6379/0"
-    assert lab.redact("redis://alice:s3cret@host/0") == "redis://alice:***@host/0"
-    assert lab.redact("redis://host:6379/0") == "redis://host:6379/0"
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
+        ("redis://alice:s3cret@host/0", "redis://alice:***@host/0"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+        ("redis://alice@host/0", "redis://alice@host/0"),  # a user name alone is no secret
+        ("redis://host:6379/0?password=s3cret", "redis://host:6379/0?password=***"),
+        ("redis://host/0?db=2&password=s3cret&protocol=3", "redis://host/0?db=2&password=***&protocol=3"),
+        ("rediss://host/0?ssl_password=s3cret", "rediss://host/0?ssl_password=***"),
+        ("redis://host/0?pass%77ord=s3cret", "redis://host/0?pass%77ord=***"),  # redis-py decodes the name
+        ("redis://al:s3cret@host/0?password=s3cret2", "redis://al:***@host/0?password=***"),
+        ("unix:///run/redis.sock?db=1&password=s3cret", "unix:///run/redis.sock?db=1&password=***"),
+        ("redis://:s3cret@[::1]:6379/0", "redis://:***@[::1]:6379/0"),
+        ("redis://:s3cret@host:port/0", "redis://:***@host:port/0"),  # not a valid URL: still no crash
+        ("redis://:s3/cr?et#x@host/0", "redis://***@host/0"),  # unescaped /?# in the password
+        ("alice:s3cret@host:6379", "alice:***@host:6379"),  # no scheme at all
+    ],
+)
+def test_redact_hides_every_password(url, shown) -> None:
+    assert lab.redact(url) == shown
+    assert "s3" not in lab.redact(url)
+
+
+def test_connection_errors_never_show_a_query_password() -> None:
+    from redai_lab import connect
+    from redai_lab.errors import LabConnectionError
+
+    for url in ("redis://127.0.0.1:1/0?password=s3cret", "redis://127.0.0.1:notaport/0?password=s3cret"):
+        with pytest.raises(LabConnectionError) as error:
+            connect(url)
+        assert "s3cret" not in str(error.value) and "password=***" in str(error.value)
 
 
 def test_a_port_taken_after_the_probe_is_retried_on_another(monkeypatch) -> None:
@@ -204,3 +234,83 @@ def test_a_port_taken_after_the_probe_is_retried_on_another(monkeypatch) -> None
         with lab.start_local(modules=[]) as server:
             assert urlsplit(server.url).port not in busy
             assert _pid_of(server.url) != _pid_of(other.url)
+
+
+def test_a_server_started_from_a_thread_outlives_the_thread() -> None:
+    """Linux sends PR_SET_PDEATHSIG when the *thread* that forked the child exits: the lab forks
+    from a thread that lives as long as the process."""
+    started: list[lab.RedisServer] = []
+    worker = threading.Thread(target=lambda: started.append(lab.start_local(modules=[])))
+    worker.start()
+    worker.join(timeout=60)
+    [server] = started
+    try:
+        pid = _pid_of(server.url)
+        assert not _wait_dead(pid, timeout=2)  # the signal would have come as the thread exited
+        assert redis.Redis.from_url(server.url).ping()
+    finally:
+        server.stop()
+    assert _wait_dead(pid)
+
+
+def test_a_server_started_from_a_finished_thread_still_dies_with_its_process() -> None:
+    script = textwrap.dedent(
+        """
+        import threading, time
+        from redai_lab.server import start_local
+        servers = []
+        worker = threading.Thread(target=lambda: servers.append(start_local(modules=[])))
+        worker.start()
+        worker.join()
+        print(servers[0].url, flush=True)
+        time.sleep(60)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    url = parent.stdout.readline().strip()
+    pid = _pid_of(url)
+    assert not _wait_dead(pid, timeout=1)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    assert _wait_dead(pid)
+
+
+def _tmpdir_env(tmp_path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in (lab.LAB_URL_ENV, lab.USER_URL_ENV)}
+    return {**env, "TMPDIR": str(tmp_path), "REDAI_LAB_SERVER": lab.DEFAULT_SERVER}
+
+
+def test_the_temp_dir_of_a_killed_lab_server_is_removed_by_the_next_start(tmp_path, monkeypatch) -> None:
+    command = [os.path.join(os.path.dirname(sys.executable), "redai-lab"), "server"]
+    cli = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=_tmpdir_env(tmp_path))
+    try:
+        assert cli.stdout is not None
+        export = next(line for line in iter(cli.stdout.readline, "") if line.startswith("export "))
+        pid = _pid_of(export.strip().split("=", 1)[1])
+        [stale] = list(tmp_path.glob(f"{lab.WORKDIR_PREFIX}*"))
+    finally:
+        cli.send_signal(signal.SIGKILL)  # no clean-up code runs
+        cli.wait()
+    assert _wait_dead(pid)
+    assert stale.is_dir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with lab.start_local(modules=[]) as server:
+        assert not stale.exists()
+        [own] = list(tmp_path.glob(f"{lab.WORKDIR_PREFIX}*"))  # its own, in use, is kept
+        assert lab.remove_stale_workdirs() == [] and own.is_dir()
+        assert redis.Redis.from_url(server.url).config_get("logfile")["logfile"] == str(own / "redis.log")
+    assert list(tmp_path.glob(f"{lab.WORKDIR_PREFIX}*")) == []
+
+
+def test_a_workdir_is_in_use_while_its_server_runs_even_without_the_lab(tmp_path, monkeypatch) -> None:
+    """The server holds the lock too: a server that outlived its lab process keeps its directory."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with lab.start_local(modules=[]) as server:
+        pid = _pid_of(server.url)
+        held = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+        [workdir] = list(tmp_path.glob(f"{lab.WORKDIR_PREFIX}*"))
+        assert str(workdir / lab.WORKDIR_LOCK) in held
+    being_made = tmp_path / f"{lab.WORKDIR_PREFIX}no-lock-yet"
+    being_made.mkdir()
+    assert lab.remove_stale_workdirs() == [] and being_made.is_dir()
