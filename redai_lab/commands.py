@@ -72,6 +72,7 @@ COMMANDS: tuple[Command, ...] = (
     _core("keys", "TYPE", "1.0.0"),
     _core("keys", "RENAME", "1.0.0"),
     _core("keys", "RENAMENX", "1.0.0"),
+    _core("keys", "COPY", "6.2.0", REPLACE="6.2.0"),
     _core("keys", "SCAN", "2.8.0", MATCH="2.8.0", COUNT="2.8.0", TYPE="6.0.0"),
     _core("keys", "KEYS", "1.0.0", replaced_by="SCAN (KEYS blocks the server)"),
     _core("keys", "SELECT", "1.0.0"),
@@ -269,6 +270,9 @@ COMMANDS: tuple[Command, ...] = (
     _core("server", "OBJECT|REFCOUNT", "2.2.3"),
     _core("server", "MEMORY|USAGE", "4.0.0", SAMPLES="4.0.0"),
     _core("server", "CLIENT|SETNAME", "2.6.9"),
+    _core("server", "CLIENT|SETINFO", "7.2.0"),
+    _core("server", "CLIENT|ID", "5.0.0"),
+    _core("server", "HELLO", "6.0.0"),
     _core("server", "COMMAND|DOCS", "7.0.0"),
 )
 
