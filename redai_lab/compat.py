@@ -325,7 +325,7 @@ def readme_with_table(readme: str, matrix: dict[str, Any]) -> str:
 def write(matrix: dict[str, Any]) -> list[Path]:
     """Write the JSON, the page and the README's table; return the paths written."""
     MATRIX_JSON.parent.mkdir(exist_ok=True)
-    MATRIX_JSON.write_text(json.dumps(matrix, indent=1, sort_keys=True) + "\n")
+    MATRIX_JSON.write_text(json.dumps(matrix, indent=1) + "\n")  # servers stay in SERVERS order
     MATRIX_PAGE.write_text(render_markdown(matrix))
     README.write_text(readme_with_table(README.read_text(), matrix))
     return [MATRIX_JSON, MATRIX_PAGE, README]
@@ -365,4 +365,7 @@ def _verdicts(column: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def load_committed() -> dict[str, Any]:
-    return json.loads(MATRIX_JSON.read_text())
+    """The committed matrix, its servers in ``SERVERS`` order (the default first)."""
+    matrix = json.loads(MATRIX_JSON.read_text())
+    matrix["servers"] = {name: matrix["servers"][name] for name in SERVERS if name in matrix["servers"]}
+    return matrix
