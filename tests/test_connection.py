@@ -1,4 +1,5 @@
-"""connect(): clear one-line errors within the connect timeout, never a hang."""
+"""connect(): clear one-line errors within the connect timeout, never a hang; after a lost reply,
+reads are sent again and writes never (a real proxy drops the reply after the server ran the command)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,24 @@ import subprocess
 import sys
 import time
 
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
 import pytest
 import redis
 
 from redai_lab import connect
-from redai_lab.errors import LabConnectionError
+from redai_lab.connection import (
+    INTROSPECTION,
+    REPEATABLE,
+    LabRedis,
+    OutcomeUnknownError,
+    OutcomeUnknownTimeoutError,
+    command_name,
+    is_repeatable,
+)
+from redai_lab.errors import LabConnectionError, LabError
+from redai_lab.faults import ReplyCutter
 from redai_lab.server import start_local
 
 
@@ -96,6 +110,172 @@ def test_client_settings(redis_url) -> None:
     kwargs = client.connection_pool.connection_kwargs
     assert kwargs["decode_responses"] is True
     assert kwargs["socket_timeout"] == 5.0 and kwargs["socket_connect_timeout"] == 2.0
-    retry = kwargs["retry"]
-    assert retry.get_retries() == 2
+    # redis-py's connections repeat nothing; the client decides what is safe to send again.
+    assert kwargs["retry"].get_retries() == 0
+    assert client.connection_pool.get_connection().retry.get_retries() == 0
+    assert isinstance(client, LabRedis) and client.retries == 2
     assert client.connection_pool.max_connections == 50
+
+
+# --- what is repeated after a lost reply (a proxy drops the reply, the server ran the command) ---
+
+
+@pytest.fixture
+def cutter(redis_url: str) -> Iterator[ReplyCutter]:
+    with ReplyCutter(redis_url) as proxy:
+        yield proxy
+
+
+def test_redis_py_default_client_applies_a_write_twice_after_a_lost_reply(r: redis.Redis, cutter: ReplyCutter) -> None:
+    # The premise: redis.Redis(host=..., port=...) retries every command (10 times in redis-py 8.1).
+    parts = urlsplit(cutter.url)
+    default = redis.Redis(host=parts.hostname, port=parts.port, db=int(parts.path[1:]), decode_responses=True)
+    default.ping()
+    cutter.cut_next_reply()
+    assert default.incr("hits") == 2  # one INCR asked for, two applied
+    assert (cutter.cuts, r.get("hits")) == (1, "2")
+    default.close()
+
+
+def test_a_write_whose_reply_was_lost_is_not_repeated_and_says_so_in_one_line(
+    r: redis.Redis, cutter: ReplyCutter
+) -> None:
+    client = connect(cutter.url)
+    client.ping()
+    cutter.cut_next_reply()
+    with pytest.raises(OutcomeUnknownError) as error:
+        client.incr("hits")
+    assert r.get("hits") == "1"  # applied once, and not again
+    message = str(error.value)
+    assert message.startswith("INCRBY was sent, then the connection was lost before the reply")
+    assert "may or may not have been applied" in message and "\n" not in message
+    assert isinstance(error.value, redis.ConnectionError) and isinstance(error.value, LabError)
+    assert client.incr("hits") == 2  # the client works on: a new connection
+
+
+def test_a_read_whose_reply_was_lost_is_sent_again(r: redis.Redis, cutter: ReplyCutter) -> None:
+    r.set("greeting", "hello")
+    client = connect(cutter.url)
+    client.ping()
+    cutter.cut_next_reply()
+    assert client.get("greeting") == "hello"
+    cutter.cut_next_reply()
+    assert client.config_get("databases") == {"databases": r.config_get("databases")["databases"]}
+    assert cutter.cuts == 2
+
+
+@pytest.mark.parametrize("transaction", [False, True])
+def test_a_pipeline_with_a_write_is_not_repeated(r: redis.Redis, cutter: ReplyCutter, transaction: bool) -> None:
+    client = connect(cutter.url)
+    client.ping()
+    cutter.cut_next_reply()
+    pipe = client.pipeline(transaction=transaction)
+    pipe.get("hits").incr("hits").incr("hits")
+    with pytest.raises(OutcomeUnknownError) as error:
+        pipe.execute()
+    assert r.get("hits") == "2"
+    kind = "MULTI/EXEC transaction" if transaction else "pipeline"
+    assert str(error.value).startswith(f"A {kind} of 3 commands (GET, INCRBY, INCRBY) was sent")
+    assert ("applied entirely or not at all" in str(error.value)) is transaction
+    assert pipe.execute() == []  # emptied, as redis-py leaves a pipeline after execute()
+
+
+@pytest.mark.parametrize("transaction", [False, True])
+def test_a_pipeline_of_reads_is_sent_again(r: redis.Redis, cutter: ReplyCutter, transaction: bool) -> None:
+    r.rpush("jobs", "a", "b")
+    client = connect(cutter.url)
+    client.ping()
+    cutter.cut_next_reply()
+    assert client.pipeline(transaction=transaction).llen("jobs").lrange("jobs", 0, -1).execute() == [2, ["a", "b"]]
+    assert cutter.cuts == 1
+
+
+def test_a_watched_transaction_cut_at_exec_is_not_run_again(r: redis.Redis, cutter: ReplyCutter) -> None:
+    # redis-py turns the lost EXEC reply into WatchError, and Redis.transaction() reruns the function.
+    client = connect(cutter.url)
+    client.ping()
+    runs = []
+
+    def add_one(pipe: redis.client.Pipeline) -> None:
+        runs.append(int(pipe.get("hits") or 0))
+        pipe.multi()
+        pipe.set("hits", runs[-1] + 1)
+
+    cutter.cut_next_reply(skip=2)  # WATCH and GET answered; the MULTI ... EXEC reply lost
+    with pytest.raises(OutcomeUnknownError, match="MULTI/EXEC transaction of 1 commands \\(SET\\)"):
+        client.transaction(add_one, "hits")
+    assert (runs, r.get("hits")) == ([0], "1")
+
+
+def test_a_command_that_was_never_sent_is_retried_even_a_write(r: redis.Redis, cutter: ReplyCutter) -> None:
+    client = connect(cutter.url)
+    cutter.refuse_next_connections(2)  # a server restarting: the pool cannot connect, twice
+    assert client.incr("hits") == 1
+    assert cutter.refused == 2
+    cutter.refuse_next_connections(3)  # more than the 2 retries
+    client.connection_pool.disconnect()
+    with pytest.raises(redis.ConnectionError) as error:
+        client.incr("hits")
+    assert not isinstance(error.value, OutcomeUnknownError)  # known: not applied
+    assert r.get("hits") == "1"
+
+
+def test_a_blocking_pop_that_timed_out_is_not_repeated(r: redis.Redis, redis_url: str) -> None:
+    impatient = connect(redis_url, socket_timeout=0.3)
+    with pytest.raises(OutcomeUnknownTimeoutError) as error:
+        impatient.brpop("queue:tasks", timeout=1)
+    assert isinstance(error.value, redis.TimeoutError)  # still what redis-py users catch
+    assert str(error.value).startswith("BRPOP was sent")
+    impatient.close()
+
+
+def test_command_names_as_command_info_knows_them() -> None:
+    assert command_name(("CONFIG GET", "maxmemory")) == "CONFIG GET"
+    assert command_name(("OBJECT", "encoding", "key")) == "OBJECT ENCODING"
+    assert command_name((b"get", "key")) == "GET"
+    assert is_repeatable(("XINFO STREAM", "s")) and is_repeatable(("EVALSHA_RO", "sha", 0))
+    assert not any(is_repeatable((name,)) for name in ("INCR", "SET", "EVALSHA", "BLMOVE", "LREM", "XREADGROUP"))
+
+
+def test_repeatable_commands_change_no_data_says_the_server(r: redis.Redis) -> None:
+    def flags(name: str) -> set[str] | None:
+        info = r.execute_command("COMMAND", "INFO", name.lower().replace(" ", "|"))
+        entry = next(iter(info.values()), None) if isinstance(info, dict) else None
+        return set(entry["flags"]) if entry else None
+
+    checked = 0
+    for name in sorted(REPEATABLE):
+        found = flags(name)
+        if found is None:  # a module or a newer server's command
+            continue
+        checked += 1
+        assert "write" not in found, name
+        assert name in INTROSPECTION or "readonly" in found, name
+    assert checked >= 100
+
+
+# --- TLS expected, plain server ------------------------------------------------------------------
+
+
+def test_rediss_to_a_plain_server_says_tls_was_expected(lab_server) -> None:
+    url = lab_server.url.replace("redis://", "rediss://:secret@")
+    started = time.monotonic()
+    with pytest.raises(LabConnectionError) as error:
+        connect(url, connect_timeout=1.0)
+    assert time.monotonic() - started < 10
+    message = str(error.value)
+    assert "does not speak TLS" in message and "rediss://" in message
+    assert "Use redis://:***@127.0.0.1:" in message and "secret" not in message and "\n" not in message
+    assert "firewall" not in message
+
+
+def test_rediss_to_a_silent_port_says_tls_may_not_be_spoken() -> None:
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(LabConnectionError) as error:
+            connect(f"rediss://127.0.0.1:{silent.getsockname()[1]}/0", connect_timeout=0.5)
+    assert "did not complete a TLS handshake" in str(error.value)
+    assert "may not speak it" in str(error.value)
