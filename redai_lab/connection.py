@@ -29,7 +29,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
@@ -47,23 +47,29 @@ URL_FORMS = "redis://[[user]:password@]host[:port][/db], rediss://... or unix://
 # server's `readonly` flag, or (server and connection introspection) no `write` flag; the tests
 # check this list against `COMMAND INFO`. Blocking pops, scripts (EVAL may write) and every
 # write are left out on purpose.
-READS = frozenset("""
-    EXISTS TYPE TTL PTTL EXPIRETIME PEXPIRETIME KEYS SCAN DBSIZE RANDOMKEY DUMP SORT_RO
-    GET MGET STRLEN GETRANGE SUBSTR LCS GETBIT BITCOUNT BITPOS BITFIELD_RO
-    HGET HMGET HGETALL HKEYS HVALS HLEN HEXISTS HSTRLEN HSCAN HRANDFIELD HTTL HPTTL HEXPIRETIME HPEXPIRETIME
-    LRANGE LLEN LINDEX LPOS
-    SMEMBERS SISMEMBER SMISMEMBER SCARD SSCAN SRANDMEMBER SINTER SUNION SDIFF SINTERCARD
-    ZRANGE ZRANGEBYSCORE ZREVRANGE ZREVRANGEBYSCORE ZRANGEBYLEX ZREVRANGEBYLEX ZSCORE ZMSCORE ZRANK
-    ZREVRANK ZCARD ZCOUNT ZLEXCOUNT ZSCAN ZRANDMEMBER ZINTER ZUNION ZDIFF ZINTERCARD
-    XRANGE XREVRANGE XLEN XREAD XPENDING
-    PFCOUNT GEOPOS GEODIST GEOHASH GEOSEARCH GEORADIUS_RO GEORADIUSBYMEMBER_RO
-    EVAL_RO EVALSHA_RO FCALL_RO
-    JSON.GET JSON.MGET JSON.TYPE JSON.STRLEN JSON.OBJLEN JSON.OBJKEYS JSON.ARRLEN JSON.ARRINDEX JSON.RESP
-    BF.EXISTS BF.MEXISTS BF.INFO BF.CARD CF.EXISTS CF.MEXISTS CF.COUNT CF.INFO CMS.QUERY CMS.INFO
-    TOPK.QUERY TOPK.LIST TOPK.INFO FT.SEARCH FT.INFO FT._LIST FT.EXPLAIN
-    VCARD VDIM VEMB VGETATTR VINFO VLINKS VRANDMEMBER VSIM VISMEMBER
-""".split()) | {"OBJECT ENCODING", "OBJECT FREQ", "OBJECT IDLETIME", "OBJECT REFCOUNT", "MEMORY USAGE",
-                "XINFO STREAM", "XINFO GROUPS", "XINFO CONSUMERS"}
+READS = frozenset({
+    "EXISTS", "TYPE", "TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME", "KEYS", "SCAN", "DBSIZE", "RANDOMKEY",
+    "DUMP", "SORT_RO", "OBJECT ENCODING", "OBJECT FREQ", "OBJECT IDLETIME", "OBJECT REFCOUNT",
+    "MEMORY USAGE",
+    "GET", "MGET", "STRLEN", "GETRANGE", "SUBSTR", "LCS", "GETBIT", "BITCOUNT", "BITPOS", "BITFIELD_RO",
+    "HGET", "HMGET", "HGETALL", "HKEYS", "HVALS", "HLEN", "HEXISTS", "HSTRLEN", "HSCAN", "HRANDFIELD",
+    "HTTL", "HPTTL", "HEXPIRETIME", "HPEXPIRETIME",
+    "LRANGE", "LLEN", "LINDEX", "LPOS",
+    "SMEMBERS", "SISMEMBER", "SMISMEMBER", "SCARD", "SSCAN", "SRANDMEMBER", "SINTER", "SUNION", "SDIFF",
+    "SINTERCARD",
+    "ZRANGE", "ZRANGEBYSCORE", "ZREVRANGE", "ZREVRANGEBYSCORE", "ZRANGEBYLEX", "ZREVRANGEBYLEX", "ZSCORE",
+    "ZMSCORE", "ZRANK", "ZREVRANK", "ZCARD", "ZCOUNT", "ZLEXCOUNT", "ZSCAN", "ZRANDMEMBER", "ZINTER",
+    "ZUNION", "ZDIFF", "ZINTERCARD",
+    "XRANGE", "XREVRANGE", "XLEN", "XREAD", "XPENDING", "XINFO STREAM", "XINFO GROUPS", "XINFO CONSUMERS",
+    "PFCOUNT", "GEOPOS", "GEODIST", "GEOHASH", "GEOSEARCH", "GEORADIUS_RO", "GEORADIUSBYMEMBER_RO",
+    "EVAL_RO", "EVALSHA_RO", "FCALL_RO",
+    "JSON.GET", "JSON.MGET", "JSON.TYPE", "JSON.STRLEN", "JSON.OBJLEN", "JSON.OBJKEYS", "JSON.ARRLEN",
+    "JSON.ARRINDEX", "JSON.RESP",
+    "BF.EXISTS", "BF.MEXISTS", "BF.INFO", "BF.CARD", "CF.EXISTS", "CF.MEXISTS", "CF.COUNT", "CF.INFO",
+    "CMS.QUERY", "CMS.INFO",
+    "TOPK.QUERY", "TOPK.LIST", "TOPK.INFO", "FT.SEARCH", "FT.INFO", "FT._LIST", "FT.EXPLAIN",
+    "VCARD", "VDIM", "VEMB", "VGETATTR", "VINFO", "VLINKS", "VRANDMEMBER", "VSIM", "VISMEMBER",
+})
 INTROSPECTION = frozenset({
     "PING", "ECHO", "TIME", "INFO", "LASTSAVE", "ROLE", "CONFIG GET", "CLIENT LIST", "CLIENT INFO",
     "CLIENT GETNAME", "CLIENT ID", "COMMAND", "COMMAND COUNT", "COMMAND DOCS", "COMMAND INFO",
@@ -199,7 +205,8 @@ class LabPipeline(Pipeline):
     def _unknown(self, stack: list[Any], error: BaseException) -> OutcomeUnknownError:
         names = [command_name(args) for args, _ in stack]
         listed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
-        transaction = self.transaction or self.explicit_transaction
+        # Pipeline's `transaction` attribute (a bool) shadows Redis.transaction(), for mypy too.
+        transaction = cast(bool, self.transaction) or self.explicit_transaction
         what = f"A {'MULTI/EXEC transaction' if transaction else 'pipeline'} of {len(names)} commands ({listed})"
         return _outcome_unknown(what, error, all_or_nothing=transaction)
 
@@ -269,9 +276,9 @@ def explain(exc: redis.RedisError, url: str, *, timeout: float = 1.0) -> str:
             f"Redis at {where} refused the credentials ({text.strip()}). Put the right password "
             f"in the URL: redis://:PASSWORD@host:port/db (or redis://USER:PASSWORD@... with ACL users)."
         )
-    if isinstance(exc, (redis.TimeoutError, redis.ConnectionError)) and urlsplit(url).scheme == "rediss":
-        if "refused" not in text.lower():
-            return _tls_expected(where, text, speaks_plain_resp(url, timeout=timeout))
+    tls_failed = isinstance(exc, (redis.TimeoutError, redis.ConnectionError)) and "refused" not in text.lower()
+    if tls_failed and urlsplit(url).scheme == "rediss":
+        return _tls_expected(where, text, speaks_plain_resp(url, timeout=timeout))
     if isinstance(exc, redis.TimeoutError):
         return (
             f"Redis at {where} did not answer in time ({text}). Check the host and port, and that "

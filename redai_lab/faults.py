@@ -4,7 +4,8 @@ killer that cuts chosen clients' connections in a loop.
 ``ReplyCutter`` is a TCP proxy on 127.0.0.1 in front of a Redis server. It forwards bytes both
 ways until told to cut: ``cut_next_reply()`` lets the server execute the next command, then
 closes the client's connection instead of passing the reply on (the lost reply of a network
-cut, made deterministic); ``refuse_next_connections(n)`` closes new connections at once (a
+cut, made deterministic); ``cut_next_request()`` closes it before the command reaches the
+server; ``refuse_next_connections(n)`` closes new connections at once (a
 server restarting). ``ConnectionKiller`` runs ``CLIENT KILL`` on every connection whose client
 name starts with a prefix, every ``interval`` seconds (drawn anew each time), in a thread.
 """
@@ -28,16 +29,19 @@ class ReplyCutter:
             raise ValueError(f"ReplyCutter proxies redis:// URLs (plain TCP), got {parts.scheme}://.")
         self.target = (parts.hostname or "localhost", parts.port or 6379)
         self._listener = socket.create_server(("127.0.0.1", 0))
-        port = self._listener.getsockname()[1]
-        netloc = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-        self.url = parts._replace(netloc=f"{netloc}127.0.0.1:{port}").geturl()
+        self.port: int = self._listener.getsockname()[1]
+        """The proxy's port on 127.0.0.1 (for clients built from host and port)."""
+        credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        self.url = parts._replace(netloc=f"{credentials}127.0.0.1:{self.port}").geturl()
+        """``url`` with the proxy's address."""
         self.cuts = 0
-        """Replies the proxy dropped, cutting their connection."""
+        """Replies (or requests) the proxy dropped, cutting their connection."""
         self.refused = 0
         """Connections the proxy closed as soon as they came."""
         self._lock = threading.Lock()
         self._skip = 0
         self._to_cut = 0
+        self._requests_to_cut = 0
         self._to_refuse = 0
         self._sockets: set[socket.socket] = set()
         self._closed = False
@@ -48,6 +52,11 @@ class ReplyCutter:
         """Pass ``skip`` replies on, then drop the next one and close its connection (both sides)."""
         with self._lock:
             self._skip, self._to_cut = skip, self._to_cut + 1
+
+    def cut_next_request(self) -> None:
+        """Drop the next command before it reaches the server and close its connection (both sides)."""
+        with self._lock:
+            self._requests_to_cut += 1
 
     def refuse_next_connections(self, count: int = 1) -> None:
         """Close the next ``count`` connections as soon as they are accepted."""
@@ -91,7 +100,8 @@ class ReplyCutter:
             server.settimeout(None)
             with self._lock:
                 if self._closed:
-                    _close(client), _close(server)
+                    _close(client)
+                    _close(server)
                     return
                 self._sockets |= {client, server}
             for source, sink, replies in ((client, server, False), (server, client, True)):
@@ -100,7 +110,7 @@ class ReplyCutter:
     def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         try:
             while data := source.recv(65536):
-                if replies and self._cut_this_one():
+                if self._cut_this_one(replies):
                     break
                 sink.sendall(data)
         except OSError:
@@ -111,8 +121,14 @@ class ReplyCutter:
             _close(source)
             _close(sink)
 
-    def _cut_this_one(self) -> bool:
+    def _cut_this_one(self, reply: bool) -> bool:
         with self._lock:
+            if not reply:
+                if not self._requests_to_cut:
+                    return False
+                self._requests_to_cut -= 1
+                self.cuts += 1
+                return True
             if not self._to_cut:
                 return False
             if self._skip:

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Celery, Task  # type: ignore[import-untyped]
@@ -153,7 +153,8 @@ class ReliableQueue:
 
     def held(self) -> list[str]:
         """The tasks in this consumer's processing list, oldest first. One round trip."""
-        return list(reversed(self.client.lrange(self.processing, 0, -1)))
+        newest_first = cast("list[str]", self.client.lrange(self.processing, 0, -1))
+        return newest_first[::-1]
 
     def work(
         self,
@@ -262,8 +263,7 @@ class ReliableQueue:
     def depth(self) -> dict[str, int]:
         """Tasks waiting and tasks held by consumers (what a dashboard should show)."""
         consumers = self._registered()
-        # One snapshot: a task moving between lists while this reads is counted once, not zero times.
-        pipe = self.client.pipeline(transaction=True)
+        pipe = self.client.pipeline(transaction=False)
         pipe.llen(self.pending)
         for consumer in consumers:
             pipe.llen(self.processing_key(consumer))

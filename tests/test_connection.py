@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -128,8 +127,8 @@ def cutter(redis_url: str) -> Iterator[ReplyCutter]:
 
 def test_redis_py_default_client_applies_a_write_twice_after_a_lost_reply(r: redis.Redis, cutter: ReplyCutter) -> None:
     # The premise: redis.Redis(host=..., port=...) retries every command (10 times in redis-py 8.1).
-    parts = urlsplit(cutter.url)
-    default = redis.Redis(host=parts.hostname, port=parts.port, db=int(parts.path[1:]), decode_responses=True)
+    db = int(urlsplit(cutter.url).path[1:])
+    default = redis.Redis(host="127.0.0.1", port=cutter.port, db=db, decode_responses=True)
     default.ping()
     cutter.cut_next_reply()
     assert default.incr("hits") == 2  # one INCR asked for, two applied
@@ -170,7 +169,9 @@ def test_a_pipeline_with_a_write_is_not_repeated(r: redis.Redis, cutter: ReplyCu
     client.ping()
     cutter.cut_next_reply()
     pipe = client.pipeline(transaction=transaction)
-    pipe.get("hits").incr("hits").incr("hits")
+    pipe.get("hits")
+    pipe.incr("hits")
+    pipe.incr("hits")
     with pytest.raises(OutcomeUnknownError) as error:
         pipe.execute()
     assert r.get("hits") == "2"
@@ -186,7 +187,10 @@ def test_a_pipeline_of_reads_is_sent_again(r: redis.Redis, cutter: ReplyCutter, 
     client = connect(cutter.url)
     client.ping()
     cutter.cut_next_reply()
-    assert client.pipeline(transaction=transaction).llen("jobs").lrange("jobs", 0, -1).execute() == [2, ["a", "b"]]
+    pipe = client.pipeline(transaction=transaction)
+    pipe.llen("jobs")
+    pipe.lrange("jobs", 0, -1)
+    assert pipe.execute() == [2, ["a", "b"]]
     assert cutter.cuts == 1
 
 
@@ -218,6 +222,10 @@ def test_a_command_that_was_never_sent_is_retried_even_a_write(r: redis.Redis, c
         client.incr("hits")
     assert not isinstance(error.value, OutcomeUnknownError)  # known: not applied
     assert r.get("hits") == "1"
+    cutter.refuse_next_connections(1)
+    with pytest.raises(redis.ConnectionError):
+        connect(cutter.url, retries=0, check=False).get("hits")  # retries=0: not even a read
+    assert cutter.refused == 6
 
 
 def test_a_blocking_pop_that_timed_out_is_not_repeated(r: redis.Redis, redis_url: str) -> None:

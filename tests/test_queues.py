@@ -246,11 +246,39 @@ def test_work_recovers_a_claim_lost_mid_run_and_repeats_a_lost_ack(r: redis.Redi
     assert r.keys("jobs:p*") == []
 
 
+def test_an_ack_that_never_reached_the_server_is_sent_again_not_the_task(
+    r: redis.Redis, cutter: ReplyCutter
+) -> None:
+    q = ReliableQueue(connect(cutter.url), "jobs", consumer="c1")
+    q.push("t1", "t2")
+    seen: list[str] = []
+
+    def handle(task: str) -> None:
+        seen.append(task)
+        if task == "t1":
+            cutter.cut_next_request()  # t1's LREM never arrives
+
+    assert work_in_thread(q, handle, block=0.1) == {"handled": 2}
+    assert seen == ["t1", "t2"]  # not t1 again: the repeated ack removed it
+    assert (q.stats.lost_acks, q.stats.recovered, cutter.cuts) == (1, 0, 1)
+
+
+def test_a_consumer_restarted_under_its_name_handles_what_it_held_oldest_first(r: redis.Redis) -> None:
+    before = ReliableQueue(r, "jobs", consumer="worker-1", heartbeat_ttl=30)
+    before.push("t1", "t2", "t3")
+    assert [before.claim(), before.claim()] == ["t1", "t2"]  # then the process dies
+    after = ReliableQueue(r, "jobs", consumer="worker-1", heartbeat_ttl=30)  # its fresh heartbeat hides them from reapers
+    assert after.held() == ["t1", "t2"]
+    seen: list[str] = []
+    assert work_in_thread(after, seen.append, block=0.1) == {"handled": 3}
+    assert seen == ["t1", "t2", "t3"] and after.stats.recovered == 2
+
+
 def test_a_claim_repeated_by_a_retrying_client_strands_no_task(r: redis.Redis, cutter: ReplyCutter) -> None:
     # redis-py's default client sends the lost claim's pipeline again: a second BLMOVE takes t3,
     # t2 stays in this live consumer's processing list, where no reaper looks.
-    parts = urlsplit(cutter.url)
-    default = redis.Redis(host=parts.hostname, port=parts.port, db=int(parts.path[1:]), decode_responses=True)
+    db = int(urlsplit(cutter.url).path[1:])
+    default = redis.Redis(host="127.0.0.1", port=cutter.port, db=db, decode_responses=True)
     q = ReliableQueue(default, "jobs", consumer="c1")
     q.push("t1", "t2", "t3")
     seen: list[str] = []
