@@ -27,6 +27,7 @@ command, writes included, three times by default, with or without a ``retry`` ar
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -276,9 +277,17 @@ def explain(exc: redis.RedisError, url: str, *, timeout: float = 1.0) -> str:
             f"Redis at {where} refused the credentials ({text.strip()}). Put the right password "
             f"in the URL: redis://:PASSWORD@host:port/db (or redis://USER:PASSWORD@... with ACL users)."
         )
-    tls_failed = isinstance(exc, (redis.TimeoutError, redis.ConnectionError)) and "refused" not in text.lower()
-    if tls_failed and urlsplit(url).scheme == "rediss":
+    # Reached, but the talk failed: TLS on one side only looks like a timeout or a reset.
+    reached = isinstance(exc, (redis.TimeoutError, redis.ConnectionError)) and "refused" not in text.lower()
+    scheme = urlsplit(url).scheme
+    if reached and scheme == "rediss":
         return _tls_expected(where, text, speaks_plain_resp(url, timeout=timeout))
+    # A TLS server closes a plain-text connection at once: never a timeout.
+    if reached and scheme == "redis" and isinstance(exc, redis.ConnectionError) and speaks_tls(url, timeout=timeout):
+        return (
+            f"Redis at {where} speaks TLS: the URL asks for plain text (redis://), and the server closed the "
+            f"connection ({text.rstrip('.')}). Use rediss://{where.removeprefix('redis://')} instead."
+        )
     if isinstance(exc, redis.TimeoutError):
         return (
             f"Redis at {where} did not answer in time ({text}). Check the host and port, and that "
@@ -319,6 +328,19 @@ def speaks_plain_resp(url: str, *, timeout: float = 1.0) -> bool:
         return False
     # +PONG, or an error such as -NOAUTH: either way the server parsed plain RESP.
     return reply[:1] in (b"+", b"-")
+
+
+def speaks_tls(url: str, *, timeout: float = 1.0) -> bool:
+    """Whether the server at ``url``'s host and port completes a TLS handshake (its certificate unchecked)."""
+    parts = urlsplit(url)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # only asks: TLS or not?
+    try:
+        with (socket.create_connection((parts.hostname or "localhost", parts.port or 6379), timeout=timeout) as sock,
+              context.wrap_socket(sock, server_hostname=parts.hostname)):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
 
 
 def database_url(url: str, db: int) -> str:

@@ -4,6 +4,7 @@ reads are sent again and writes never (a real proxy drops the reply after the se
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -287,3 +288,52 @@ def test_rediss_to_a_silent_port_says_tls_may_not_be_spoken() -> None:
             connect(f"rediss://127.0.0.1:{silent.getsockname()[1]}/0", connect_timeout=0.5)
     assert "did not complete a TLS handshake" in str(error.value)
     assert "may not speak it" in str(error.value)
+
+
+
+def test_a_server_that_drops_connections_is_not_taken_for_a_tls_one(cutter: ReplyCutter) -> None:
+    cutter.refuse_next_connections(2)
+    with pytest.raises(LabConnectionError) as error:
+        connect(cutter.url, connect_timeout=1.0)
+    assert str(error.value).startswith("Cannot reach Redis at redis://127.0.0.1:")
+    assert "TLS" not in str(error.value)
+    assert cutter.refused == 2  # the PING, then the TLS handshake that did not happen
+
+DEBIAN_REDIS = "/usr/bin/redis-check-rdb"  # Debian's redis-server, built with TLS (see redai_lab.server)
+
+
+@pytest.mark.skipif(not (os.path.exists(DEBIAN_REDIS) and shutil.which("openssl")),
+                    reason="needs Debian's redis-server (redis-tools) and openssl for a TLS server")
+def test_redis_url_to_a_tls_server_says_use_rediss(tmp_path) -> None:
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-days", "1",
+         "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+        check=True, capture_output=True, timeout=60,
+    )
+    port = _closed_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--tls-cert-file", str(tmp_path / "cert.pem"),
+         "--tls-key-file", str(tmp_path / "key.pem"), "--tls-ca-cert-file", str(tmp_path / "cert.pem"),
+         "--tls-auth-clients", "no"],
+        executable=DEBIAN_REDIS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        tls_url = f"rediss://127.0.0.1:{port}/0?ssl_cert_reqs=none"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert redis.Redis.from_url(tls_url).ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "the TLS server did not start within 15 s"
+                time.sleep(0.05)
+        with pytest.raises(LabConnectionError) as error:
+            connect(f"redis://:secret@127.0.0.1:{port}/0", connect_timeout=1.0)
+        message = str(error.value)
+        assert "speaks TLS" in message and f"Use rediss://:***@127.0.0.1:{port}/0 instead." in message
+        assert "secret" not in message and "\n" not in message
+        assert connect(tls_url).ping()
+    finally:
+        server.kill()
+        server.wait(10)
