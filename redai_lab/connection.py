@@ -19,9 +19,12 @@ What is repeated after a lost connection, and why:
   ``OutcomeUnknownTimeoutError``, also a ``redis.TimeoutError``) whose one line says that the
   command may or may not have been applied; the caller, who knows what the write means, decides
   (read the data back, or repeat what it knows to be safe to repeat).
+- A Pub/Sub subscription reconnects, subscribes again and reads on: messages published while
+  it was away are lost either way (Pub/Sub delivers at most once).
 
-redis-py's own retries are off on the pool's connections: redis-py 8 otherwise retries every
-command, writes included, three times by default, with or without a ``retry`` argument.
+redis-py's own retries are off on the pool's connections. (redis-py 8.1's
+``redis.Redis(host=..., port=...)`` retries every command, writes included, 10 times by default;
+``redis.Redis.from_url(...)`` retries nothing.)
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import AbstractBackoff, ExponentialBackoff, NoBackoff
-from redis.client import Pipeline
+from redis.client import Pipeline, PubSub
 from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError, MaxConnectionsError
 from redis.retry import Retry
 
@@ -168,6 +171,27 @@ class LabRedis(redis.Redis):
         pipe = LabPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         pipe.retries, pipe.backoff = self.retries, self.backoff
         return pipe
+
+    def pubsub(self, **kwargs: Any) -> LabPubSub:
+        pubsub = LabPubSub(self.connection_pool, event_dispatcher=self._event_dispatcher, **kwargs)
+        pubsub.retry = Retry(self.backoff, self.retries)
+        return pubsub
+
+
+class LabPubSub(PubSub):
+    """Pub/Sub that reconnects, subscribes again and reads on after a lost connection: all safe
+    to repeat (what was published meanwhile is lost either way: Pub/Sub delivers at most once)."""
+
+    retry: Retry = Retry(ExponentialBackoff(cap=0.5, base=0.05), 2)
+
+    def _execute(self, conn: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        conn.retry = self.retry  # the subscription's own connection, until reset() gives it back
+        return super()._execute(conn, command, *args, **kwargs)
+
+    def reset(self) -> None:
+        if self.connection is not None:
+            self.connection.retry = Retry(NoBackoff(), 0)  # back in the pool: LabRedis decides again
+        super().reset()
 
 
 class LabPipeline(Pipeline):

@@ -26,6 +26,7 @@ from redai_lab.connection import (
 )
 from redai_lab.errors import LabConnectionError, LabError
 from redai_lab.faults import ReplyCutter
+from redai_lab.pubsub import Listener
 from redai_lab.server import start_local
 
 
@@ -263,6 +264,23 @@ def test_repeatable_commands_change_no_data_says_the_server(r: redis.Redis) -> N
         assert name in INTROSPECTION or "readonly" in flags, name
         checked += 1
     assert checked >= 100
+
+
+def test_a_subscription_survives_a_killed_connection_and_gives_back_a_connection_that_repeats_nothing(
+    r: redis.Redis, redis_url: str
+) -> None:
+    client = connect(redis_url, client_name="subscriber", max_connections=1)
+    with Listener(client, channels=["news"]) as listener:
+        (subscriber,) = [c["id"] for c in r.client_list() if c.get("name") == "subscriber"]
+        assert r.client_kill_filter(_id=subscriber) == 1
+        deadline = time.monotonic() + 10
+        while r.publish("news", "back") == 0:  # until the listener has subscribed again
+            assert time.monotonic() < deadline, "the subscription did not come back within 10 s"
+            time.sleep(0.02)
+        assert [m.data for m in listener.wait_for(1)] == ["back"]
+    pooled = client.connection_pool.get_connection()  # the subscription's connection, given back
+    assert pooled.retry.get_retries() == 0
+    client.connection_pool.release(pooled)
 
 
 # --- TLS expected, plain server ------------------------------------------------------------------
