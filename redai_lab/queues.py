@@ -204,7 +204,7 @@ class ReliableQueue:
                     self.ack(unacked)  # done either way: removed now, or gone already
                     unacked = None
                 if held is None:
-                    held = self.held()
+                    held = self._beat_and_read_held()
                 failing_since, failures = None, 0  # the server answers
                 if held:
                     task: str | None = held.pop(0)
@@ -274,6 +274,15 @@ class ReliableQueue:
         # Consumer names build key names: decode them even for a client without decode_responses.
         members = self.client.smembers(self.consumers)
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    def _beat_and_read_held(self) -> list[str]:
+        # The heartbeat first: after an outage longer than heartbeat_ttl, a reaper must not take
+        # these tasks away while this consumer handles them.
+        pipe = self.client.pipeline(transaction=False)
+        self._beat(pipe)
+        pipe.lrange(self.processing, 0, -1)
+        newest_first = cast("list[str]", pipe.execute()[2])
+        return newest_first[::-1]
 
     def _beat(self, pipe: Any) -> None:
         pipe.set(self.alive_key(self.consumer), 1, px=int(self.heartbeat_ttl * 1000))

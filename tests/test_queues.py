@@ -274,6 +274,21 @@ def test_a_consumer_restarted_under_its_name_handles_what_it_held_oldest_first(r
     assert seen == ["t1", "t2", "t3"] and after.stats.recovered == 2
 
 
+def test_a_consumer_back_after_its_heartbeat_expired_beats_before_it_handles_what_it_held(r: redis.Redis) -> None:
+    before = ReliableQueue(r, "jobs", consumer="c1", heartbeat_ttl=0.3)
+    before.push("t1")
+    assert before.claim() == "t1"
+    wait_for(lambda: not r.exists("jobs:alive:c1"), "c1's heartbeat to expire", 10)
+    after = ReliableQueue(r, "jobs", consumer="c1", heartbeat_ttl=0.3)
+    reaper = ReliableQueue(r, "jobs", consumer="reaper")
+
+    def handle(task: str) -> None:
+        assert reaper.reap() == {}  # c1 is alive again: its task stays with it
+
+    assert work_in_thread(after, handle, block=0.1) == {"handled": 1}
+    assert (after.stats.recovered, after.stats.late_acks) == (1, 0)
+
+
 def test_a_claim_repeated_by_a_retrying_client_strands_no_task(r: redis.Redis, cutter: ReplyCutter) -> None:
     # redis-py's default client sends the lost claim's pipeline again: a second BLMOVE takes t3,
     # t2 stays in this live consumer's processing list, where no reaper looks.
