@@ -121,10 +121,12 @@ def _never_sent(error: BaseException) -> bool:
 
 
 def _outcome_unknown(what: str, error: BaseException, *, all_or_nothing: bool = False) -> OutcomeUnknownError:
-    kind = OutcomeUnknownTimeoutError if isinstance(error, redis.TimeoutError) else OutcomeUnknownError
+    timed_out = isinstance(error, redis.TimeoutError)
+    kind = OutcomeUnknownTimeoutError if timed_out else OutcomeUnknownError
+    lost = "its reply did not come in time" if timed_out else "the connection was lost before the reply"
     applied = "it was applied entirely or not at all" if all_or_nothing else "it may or may not have been applied"
     return kind(
-        f"{what} was sent, then the connection was lost before the reply ({str(error).rstrip('.')}): {applied}. "
+        f"{what} was sent, then {lost} ({str(error).rstrip('.')}): {applied}. "
         f"Not retried, since repeating it could apply it twice: read the data to see whether it took effect "
         f"before you repeat it."
     )
