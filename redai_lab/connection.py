@@ -206,6 +206,8 @@ class LabPipeline(Pipeline):
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         stack, explicit = list(self.command_stack), self.explicit_transaction
         reads_only = all(is_repeatable(args) for args, _ in stack)
+        # Pipeline's `transaction` attribute (a bool) shadows Redis.transaction(), for mypy too.
+        transaction = cast(bool, self.transaction) or explicit
         failures = 0
         while True:
             try:
@@ -217,11 +219,11 @@ class LabPipeline(Pipeline):
                 # Redis.transaction() then runs the caller's function again: after an EXEC
                 # that may have been applied, that is the duplicate this module prevents.
                 if isinstance(error.__context__, _LOST) and not reads_only:
-                    raise self._unknown(stack, error.__context__) from error
+                    raise _pipeline_unknown(stack, transaction, error.__context__) from error
                 raise
             except _LOST as error:
                 if not (_never_sent(error) or reads_only):
-                    raise self._unknown(stack, error) from error
+                    raise _pipeline_unknown(stack, transaction, error) from error
                 failures += 1
                 if failures > self.retries:
                     raise
@@ -229,13 +231,12 @@ class LabPipeline(Pipeline):
                 # execute() emptied the pipeline; queue the same commands again.
                 self.command_stack, self.explicit_transaction = list(stack), explicit
 
-    def _unknown(self, stack: list[Any], error: BaseException) -> OutcomeUnknownError:
-        names = [command_name(args) for args, _ in stack]
-        listed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
-        # Pipeline's `transaction` attribute (a bool) shadows Redis.transaction(), for mypy too.
-        transaction = cast(bool, self.transaction) or self.explicit_transaction
-        what = f"A {'MULTI/EXEC transaction' if transaction else 'pipeline'} of {len(names)} commands ({listed})"
-        return _outcome_unknown(what, error, all_or_nothing=transaction)
+
+def _pipeline_unknown(stack: list[Any], transaction: bool, error: BaseException) -> OutcomeUnknownError:
+    names = [command_name(args) for args, _ in stack]
+    listed = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    what = f"A {'MULTI/EXEC transaction' if transaction else 'pipeline'} of {len(names)} commands ({listed})"
+    return _outcome_unknown(what, error, all_or_nothing=transaction)
 
 
 def connect(

@@ -183,6 +183,18 @@ def test_a_pipeline_with_a_write_is_not_repeated(r: redis.Redis, cutter: ReplyCu
     assert pipe.execute() == []  # emptied, as redis-py leaves a pipeline after execute()
 
 
+def test_an_explicit_multi_is_reported_as_a_transaction(r: redis.Redis, cutter: ReplyCutter) -> None:
+    client = connect(cutter.url)
+    client.ping()
+    cutter.cut_next_reply()
+    pipe = client.pipeline(transaction=False)
+    pipe.multi()
+    pipe.incr("hits")
+    with pytest.raises(OutcomeUnknownError, match=r"^A MULTI/EXEC transaction of 1 commands \(INCRBY\).*entirely"):
+        pipe.execute()
+    assert r.get("hits") == "1"
+
+
 @pytest.mark.parametrize("transaction", [False, True])
 def test_a_pipeline_of_reads_is_sent_again(r: redis.Redis, cutter: ReplyCutter, transaction: bool) -> None:
     r.rpush("jobs", "a", "b")
