@@ -8,6 +8,12 @@ heartbeat key has expired, putting their tasks back at the head of the queue. De
 at least once: a task whose consumer is presumed dead may run twice, never zero times, so
 handlers must be idempotent.
 
+A lost connection loses no task and strands none: ``work()`` reconnects, first handles what its
+own processing list holds (a ``BLMOVE`` that ran although its reply was lost), repeats an ack
+whose reply was lost, and never exits on a connection error while the server answers again
+within ``reconnect_within``. A task runs twice only after an ack that was lost or came too late
+(its consumer looked dead); ``ReliableQueue.stats`` counts those acks.
+
 ``make_celery`` builds a Celery 5 app with Redis as broker and result backend, configured with
 the lowercase setting names (the seed's uppercase ones are partly ignored, see lesson 20);
 ``demo_app`` adds the lesson's tasks and ``start_worker`` runs a real ``celery worker`` process
@@ -27,8 +33,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Celery, Task  # type: ignore[import-untyped]
@@ -48,6 +55,26 @@ return moved
 """
 
 
+# A connection lost (or never made): work() reconnects and goes on.
+_LOST = (redis.ConnectionError, redis.TimeoutError)
+
+
+@dataclass
+class ConsumerStats:
+    """What one consumer's ``work()`` went through. Only a task counted in ``lost_acks`` or
+    ``late_acks`` (or found held at start, from an earlier run under the same name) can run twice."""
+
+    connection_errors: int = 0
+    """Connection losses survived."""
+    recovered: int = 0
+    """Tasks found in this consumer's processing list and handled: moved there by a claim whose
+    reply was lost (or repeated by a retrying client), or left by an earlier run of this consumer."""
+    lost_acks: int = 0
+    """Acks whose reply was lost; repeated until answered."""
+    late_acks: int = 0
+    """Acks that found the task gone: a reaper had requeued it (this consumer looked dead)."""
+
+
 class ReliableQueue:
     """A FIFO queue on Redis lists where no task is lost when a consumer dies.
 
@@ -58,7 +85,8 @@ class ReliableQueue:
     name in a hash tag (``"{jobs}"``) so that every key lives in one slot.
 
     One instance is one consumer: it handles one task at a time (``work``, or ``claim`` then
-    ``ack``) and calls ``heartbeat`` during tasks that may outlast ``heartbeat_ttl``.
+    ``ack``) and calls ``heartbeat`` during tasks that may outlast ``heartbeat_ttl``. Two live
+    instances must not share a consumer name. ``stats`` counts what ``work`` survived.
     """
 
     def __init__(
@@ -75,6 +103,7 @@ class ReliableQueue:
         self.pending = f"{name}:pending"
         self.consumers = f"{name}:consumers"
         self.processing = self.processing_key(self.consumer)
+        self.stats = ConsumerStats()
         self._reap = client.register_script(_REAP)
 
     def processing_key(self, consumer: str) -> str:
@@ -96,6 +125,10 @@ class ReliableQueue:
         the heartbeat TTL (else the consumer looks dead while it waits) and than the client's
         socket timeout (else the client gives up on a reply that may carry a task). One round
         trip: the heartbeat and the move go in one pipeline, and after a wait the heartbeat again.
+
+        When the connection is lost before the reply (``redis.ConnectionError``, or
+        ``OutcomeUnknownError`` from ``connect()``'s client), the move may have happened: the task
+        is then in ``held()``. ``work()`` looks there itself.
         """
         if block is not None:
             self._check_block(block)
@@ -111,11 +144,25 @@ class ReliableQueue:
         return task
 
     def ack(self, task: str) -> bool:
-        """Mark ``task`` done. False when it was no longer held (a reaper took it: it may run again)."""
+        """Mark ``task`` done. False when it was no longer held (a reaper took it: it may run again).
+
+        After a lost reply, repeating the ack is safe (it removes this consumer's copy, or finds
+        it gone); ``work()`` does, and counts it in ``stats.lost_acks``.
+        """
         return bool(self.client.lrem(self.processing, 1, task))
 
+    def held(self) -> list[str]:
+        """The tasks in this consumer's processing list, oldest first. One round trip."""
+        newest_first = cast("list[str]", self.client.lrange(self.processing, 0, -1))
+        return newest_first[::-1]
+
     def work(
-        self, handle: Callable[[str], object], *, block: float = 1.0, until: Callable[[], bool] | None = None
+        self,
+        handle: Callable[[str], object],
+        *,
+        block: float = 1.0,
+        until: Callable[[], bool] | None = None,
+        reconnect_within: float = 30.0,
     ) -> int:
         """Claim, ``handle`` and ack tasks one by one; return how many were handled.
 
@@ -123,19 +170,65 @@ class ReliableQueue:
         (default: when no task is pending or held by anyone). A handler that raises leaves its
         task held: the exception propagates, and the task returns to the queue once this
         consumer's heartbeat expires (or on ``release()``).
+
+        A lost connection is survived: this consumer reconnects (with backoff) and goes on; it
+        raises the connection error only when no round trip succeeded for ``reconnect_within``
+        seconds. Tasks found in its own processing list (at start, after a lost connection and
+        whenever idle) are handled before the next claim; an ack whose reply was lost is repeated
+        until answered. Both are counted in ``stats``.
         """
+        self._check_block(block)
+        if not reconnect_within > 0:
+            raise ValueError(f"reconnect_within must be > 0 seconds, got {reconnect_within!r}.")
         handled = 0
+        held: list[str] | None = None  # None: read the processing list before the next claim
+        unacked: str | None = None  # handled, but the reply to its ack was lost
+        check_idle = False  # after a lost connection: is the work done? (every claim may be cut)
+        failing_since: float | None = None
+        failures = 0
+
+        def survive(error: Exception) -> None:
+            nonlocal held, check_idle, failing_since, failures
+            self.stats.connection_errors += 1
+            held, check_idle = None, True  # a claim whose reply was lost may have moved a task there
+            failures += 1
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if now - failing_since > reconnect_within:
+                raise error
+            time.sleep(min(1.0, 0.05 * 2 ** min(failures, 5)))
+
         while True:
-            task = self.claim(block=block)
-            if task is None:
-                self.reap()
-                finished = until() if until else not any(self.depth().values())
-                if finished:
-                    return handled
+            try:
+                if unacked is not None:
+                    self.ack(unacked)  # done either way: removed now, or gone already
+                    unacked = None
+                if held is None:
+                    held = self._beat_and_read_held()
+                failing_since, failures = None, 0  # the server answers
+                if held:
+                    task: str | None = held.pop(0)
+                    self.stats.recovered += 1
+                else:
+                    task = None if check_idle else self.claim(block=block)
+                if task is None:
+                    held, check_idle = None, False  # a client that repeated a claim may have stranded a task
+                    self.reap()
+                    if until() if until else not any(self.depth().values()):
+                        return handled
+                    continue
+            except _LOST as error:
+                survive(error)
                 continue
             handle(task)
-            self.ack(task)
             handled += 1
+            try:
+                if not self.ack(task):
+                    self.stats.late_acks += 1
+            except _LOST as error:
+                self.stats.lost_acks += 1
+                unacked = task
+                survive(error)
 
     def heartbeat(self) -> None:
         """Tell reapers this consumer is alive for another ``heartbeat_ttl`` seconds."""
@@ -181,6 +274,15 @@ class ReliableQueue:
         # Consumer names build key names: decode them even for a client without decode_responses.
         members = self.client.smembers(self.consumers)
         return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    def _beat_and_read_held(self) -> list[str]:
+        # The heartbeat first: after an outage longer than heartbeat_ttl, a reaper must not take
+        # these tasks away while this consumer handles them.
+        pipe = self.client.pipeline(transaction=False)
+        self._beat(pipe)
+        pipe.lrange(self.processing, 0, -1)
+        newest_first = cast("list[str]", pipe.execute()[2])
+        return newest_first[::-1]
 
     def _beat(self, pipe: Any) -> None:
         pipe.set(self.alive_key(self.consumer), 1, px=int(self.heartbeat_ttl * 1000))

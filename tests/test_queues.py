@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -20,6 +21,7 @@ from celery.exceptions import ImproperlyConfigured
 
 from redai_lab.connection import connect
 from redai_lab.errors import LabError
+from redai_lab.faults import ReplyCutter
 from redai_lab.queues import ReliableQueue, celery_config, demo_app, make_celery, start_worker
 from redai_lab.roundtrips import RoundTripCounter
 
@@ -181,6 +183,158 @@ def test_release_gives_unfinished_tasks_back(r: redis.Redis) -> None:
     assert r.lrange("jobs:pending", 0, -1) == ["t3", "t2", "t1"]
     assert not r.exists("jobs:alive:c1", "jobs:processing:c1")
     assert r.smembers("jobs:consumers") == set()
+
+
+# --- lost connections: a proxy drops a reply after the server ran the command -------------------
+
+
+def work_in_thread(q: ReliableQueue, handle: Callable[[str], object], **options: object) -> dict[str, object]:
+    """Run ``q.work`` in a thread; fail (not hang) if it has not returned within 30 s."""
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            outcome["handled"] = q.work(handle, **options)  # type: ignore[arg-type]
+        except Exception as exc:  # handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    if thread.is_alive():
+        pytest.fail(f"work() is stuck: {q.depth()} tasks pending/held, held by it: {q.held()}")
+    return outcome
+
+
+@pytest.fixture
+def cutter(redis_url: str) -> Iterator[ReplyCutter]:
+    with ReplyCutter(redis_url) as proxy:
+        yield proxy
+
+
+def test_a_claim_whose_reply_was_lost_leaves_the_task_held_and_work_handles_it_once(
+    r: redis.Redis, cutter: ReplyCutter
+) -> None:
+    q = ReliableQueue(connect(cutter.url), "jobs", consumer="c1")
+    q.push("t1", "t2")
+    cutter.cut_next_reply()
+    with pytest.raises(redis.ConnectionError, match="may or may not have been applied"):
+        q.claim()
+    assert q.held() == ["t1"]  # the BLMOVE ran; its reply was lost
+    seen: list[str] = []
+    assert work_in_thread(q, seen.append, block=0.1) == {"handled": 2}
+    assert seen == ["t1", "t2"]
+    assert q.stats.recovered == 1 and r.keys("jobs:p*") == []
+
+
+def test_work_recovers_a_claim_lost_mid_run_and_repeats_a_lost_ack(r: redis.Redis, cutter: ReplyCutter) -> None:
+    q = ReliableQueue(connect(cutter.url), "jobs", consumer="c1")
+    q.push("t1", "t2", "t3")
+    seen: list[str] = []
+
+    def handle(task: str) -> None:
+        seen.append(task)
+        if task == "t1":
+            cutter.cut_next_reply(skip=1)  # t1's ack answered, the claim of t2 cut after BLMOVE ran
+        if task == "t2":
+            cutter.cut_next_reply()  # t2's ack cut after LREM ran
+
+    assert work_in_thread(q, handle, block=0.1) == {"handled": 3}
+    assert seen == ["t1", "t2", "t3"]  # each once, in order
+    assert (q.stats.recovered, q.stats.lost_acks, q.stats.late_acks) == (1, 1, 0)
+    assert q.stats.connection_errors == 2 and cutter.cuts == 2
+    assert r.keys("jobs:p*") == []
+
+
+def test_an_ack_that_never_reached_the_server_is_sent_again_not_the_task(
+    r: redis.Redis, cutter: ReplyCutter
+) -> None:
+    q = ReliableQueue(connect(cutter.url), "jobs", consumer="c1")
+    q.push("t1", "t2")
+    seen: list[str] = []
+
+    def handle(task: str) -> None:
+        seen.append(task)
+        if task == "t1":
+            cutter.cut_next_request()  # t1's LREM never arrives
+
+    assert work_in_thread(q, handle, block=0.1) == {"handled": 2}
+    assert seen == ["t1", "t2"]  # not t1 again: the repeated ack removed it
+    assert (q.stats.lost_acks, q.stats.recovered, cutter.cuts) == (1, 0, 1)
+
+
+def test_a_consumer_restarted_under_its_name_handles_what_it_held_oldest_first(r: redis.Redis) -> None:
+    before = ReliableQueue(r, "jobs", consumer="worker-1", heartbeat_ttl=30)
+    before.push("t1", "t2", "t3")
+    assert [before.claim(), before.claim()] == ["t1", "t2"]  # then the process dies
+    after = ReliableQueue(r, "jobs", consumer="worker-1", heartbeat_ttl=30)  # its fresh heartbeat hides them from reapers
+    assert after.held() == ["t1", "t2"]
+    seen: list[str] = []
+    assert work_in_thread(after, seen.append, block=0.1) == {"handled": 3}
+    assert seen == ["t1", "t2", "t3"] and after.stats.recovered == 2
+
+
+def test_a_consumer_back_after_its_heartbeat_expired_beats_before_it_handles_what_it_held(r: redis.Redis) -> None:
+    before = ReliableQueue(r, "jobs", consumer="c1", heartbeat_ttl=0.3)
+    before.push("t1")
+    assert before.claim() == "t1"
+    wait_for(lambda: not r.exists("jobs:alive:c1"), "c1's heartbeat to expire", 10)
+    after = ReliableQueue(r, "jobs", consumer="c1", heartbeat_ttl=0.3)
+    reaper = ReliableQueue(r, "jobs", consumer="reaper")
+
+    def handle(task: str) -> None:
+        assert reaper.reap() == {}  # c1 is alive again: its task stays with it
+
+    assert work_in_thread(after, handle, block=0.1) == {"handled": 1}
+    assert (after.stats.recovered, after.stats.late_acks) == (1, 0)
+
+
+def test_a_claim_repeated_by_a_retrying_client_strands_no_task(r: redis.Redis, cutter: ReplyCutter) -> None:
+    # redis-py's default client sends the lost claim's pipeline again: a second BLMOVE takes t3,
+    # t2 stays in this live consumer's processing list, where no reaper looks.
+    db = int(urlsplit(cutter.url).path[1:])
+    default = redis.Redis(host="127.0.0.1", port=cutter.port, db=db, decode_responses=True)
+    q = ReliableQueue(default, "jobs", consumer="c1")
+    q.push("t1", "t2", "t3")
+    seen: list[str] = []
+
+    def handle(task: str) -> None:
+        seen.append(task)
+        if task == "t1":
+            cutter.cut_next_reply(skip=1)
+
+    assert work_in_thread(q, handle, block=0.1) == {"handled": 3}
+    assert seen == ["t1", "t3", "t2"]  # t2 found held when the queue went idle
+    assert q.stats.recovered == 1 and q.stats.connection_errors == 0 and cutter.cuts == 1
+    assert r.keys("jobs:p*") == []
+
+
+def test_a_consumer_presumed_dead_acks_late_and_the_duplicate_is_counted(r: redis.Redis, redis_url: str) -> None:
+    slow = ReliableQueue(connect(redis_url), "jobs", consumer="slow", heartbeat_ttl=0.3)
+    reaper = ReliableQueue(r, "jobs", consumer="reaper", heartbeat_ttl=30)
+    slow.push("t1")
+    seen: list[str] = []
+
+    def handle(task: str) -> None:
+        seen.append(task)
+        if len(seen) == 1:  # outlive the heartbeat: a reaper gives t1 back while it runs
+            wait_for(lambda: not r.exists("jobs:alive:slow"), "the slow consumer's heartbeat to expire", 10)
+            assert reaper.reap() == {"slow": 1}
+
+    assert work_in_thread(slow, handle, block=0.1) == {"handled": 2}
+    assert seen == ["t1", "t1"]  # at least once: twice, and counted
+    assert (slow.stats.late_acks, slow.stats.lost_acks) == (1, 0)
+
+
+def test_work_gives_up_only_after_reconnect_within(r: redis.Redis, cutter: ReplyCutter) -> None:
+    q = ReliableQueue(connect(cutter.url), "jobs", consumer="c1")
+    q.push("t1", "t2")
+    outcome = work_in_thread(q, lambda task: cutter.close(), block=0.1, reconnect_within=0.5)
+    assert isinstance(outcome["error"], redis.ConnectionError)  # the server is gone for good
+    assert q.stats.lost_acks == 1 and q.stats.connection_errors >= 2
+    assert r.lrange("jobs:processing:c1", 0, -1) == ["t1"]  # held: back to the queue once its heartbeat expires
+    with pytest.raises(ValueError, match="reconnect_within must be > 0"):
+        q.work(print, reconnect_within=float("nan"))
 
 
 # Real processes: producers push, consumers work, two consumers are SIGKILLed mid-task.

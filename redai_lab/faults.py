@@ -1,0 +1,190 @@
+"""Network faults on demand, for tests and lessons: a lost reply, a refused connection, and a
+killer that cuts chosen clients' connections in a loop.
+
+``ReplyCutter`` is a TCP proxy on 127.0.0.1 in front of a Redis server. It forwards bytes both
+ways until told to cut: ``cut_next_reply()`` lets the server execute the next command, then
+closes the client's connection instead of passing the reply on (the lost reply of a network
+cut, made deterministic); ``cut_next_request()`` closes it before the command reaches the
+server; ``refuse_next_connections(n)`` closes new connections at once (a
+server restarting). ``ConnectionKiller`` runs ``CLIENT KILL`` on every connection whose client
+name starts with a prefix, every ``interval`` seconds (drawn anew each time), in a thread.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+from urllib.parse import urlsplit
+
+import redis
+
+
+class ReplyCutter:
+    """A TCP proxy on 127.0.0.1 to the Redis server at ``url``; ``url`` of its own. Use ``with``."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "redis":
+            raise ValueError(f"ReplyCutter proxies redis:// URLs (plain TCP), got {parts.scheme}://.")
+        self.target = (parts.hostname or "localhost", parts.port or 6379)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        """The proxy's port on 127.0.0.1 (for clients built from host and port)."""
+        credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+        self.url = parts._replace(netloc=f"{credentials}127.0.0.1:{self.port}").geturl()
+        """``url`` with the proxy's address."""
+        self.cuts = 0
+        """Replies (or requests) the proxy dropped, cutting their connection."""
+        self.refused = 0
+        """Connections the proxy closed as soon as they came."""
+        self._lock = threading.Lock()
+        self._skip = 0
+        self._to_cut = 0
+        self._requests_to_cut = 0
+        self._to_refuse = 0
+        self._sockets: set[socket.socket] = set()
+        self._closed = False
+        self._acceptor = threading.Thread(target=self._accept, name="reply-cutter", daemon=True)
+        self._acceptor.start()
+
+    def cut_next_reply(self, *, skip: int = 0) -> None:
+        """Pass ``skip`` replies on, then drop the next one and close its connection (both sides)."""
+        with self._lock:
+            self._skip, self._to_cut = skip, self._to_cut + 1
+
+    def cut_next_request(self) -> None:
+        """Drop the next command before it reaches the server and close its connection (both sides)."""
+        with self._lock:
+            self._requests_to_cut += 1
+
+    def refuse_next_connections(self, count: int = 1) -> None:
+        """Close the next ``count`` connections as soon as they are accepted."""
+        with self._lock:
+            self._to_refuse += count
+
+    def close(self) -> None:
+        """Stop accepting and close every proxied connection."""
+        with self._lock:
+            self._closed = True
+            sockets = [self._listener, *self._sockets]
+        for sock in sockets:
+            _close(sock)
+        self._acceptor.join(5)
+
+    def __enter__(self) -> ReplyCutter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            with self._lock:
+                refuse = self._to_refuse > 0 and not self._closed
+                if refuse:
+                    self._to_refuse -= 1
+                    self.refused += 1
+            if refuse:
+                _close(client)
+                continue
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                _close(client)
+                continue
+            server.settimeout(None)
+            with self._lock:
+                if self._closed:
+                    _close(client)
+                    _close(server)
+                    return
+                self._sockets |= {client, server}
+            for source, sink, replies in ((client, server, False), (server, client, True)):
+                threading.Thread(target=self._pump, args=(source, sink, replies), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if self._cut_this_one(replies):
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                self._sockets -= {source, sink}
+            _close(source)
+            _close(sink)
+
+    def _cut_this_one(self, reply: bool) -> bool:
+        with self._lock:
+            if not reply:
+                if not self._requests_to_cut:
+                    return False
+                self._requests_to_cut -= 1
+                self.cuts += 1
+                return True
+            if not self._to_cut:
+                return False
+            if self._skip:
+                self._skip -= 1
+                return False
+            self._to_cut -= 1
+            self.cuts += 1
+            return True
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
+class ConnectionKiller:
+    """A thread that runs ``CLIENT KILL`` on every connection named ``prefix...``, every
+    ``interval`` seconds (a (low, high) pair draws each pause anew). Use ``with``; ``kills``
+    counts the connections killed."""
+
+    def __init__(self, url: str, prefix: str, interval: float | tuple[float, float] = (0.05, 0.1)) -> None:
+        if not prefix:
+            raise ValueError("ConnectionKiller needs a client-name prefix: it never kills unnamed connections.")
+        self.prefix = prefix
+        self.low, self.high = interval if isinstance(interval, tuple) else (interval, interval)
+        if not 0 < self.low <= self.high:
+            raise ValueError(f"interval must be > 0 seconds (or a (low, high) pair), got {interval!r}.")
+        self.kills = 0
+        self.rounds = 0
+        self._client = redis.Redis.from_url(url, client_name="redai-lab-killer", decode_responses=True)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="connection-killer", daemon=True)
+
+    def __enter__(self) -> ConnectionKiller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+        self._client.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(random.uniform(self.low, self.high)):
+            victims = [c["id"] for c in self._client.client_list() if c.get("name", "").startswith(self.prefix)]
+            if victims:
+                pipe = self._client.pipeline(transaction=False)
+                for victim in victims:
+                    pipe.execute_command("CLIENT", "KILL", "ID", victim)
+                self.kills += sum(int(killed) for killed in pipe.execute(raise_on_error=False)
+                                  if not isinstance(killed, Exception))
+            self.rounds += 1
