@@ -124,6 +124,20 @@ def test_reap_requeues_only_dead_consumers_tasks_at_the_head_in_order(r: redis.R
     assert alive.reap() == {}
 
 
+def test_the_reaper_never_takes_from_a_consumer_whose_heartbeat_came_back(r: redis.Redis) -> None:
+    """reap() reads the heartbeats, then moves a dead consumer's tasks in a script. A heartbeat
+    renewed in between must win: the script checks it again. Run that script as reap() would
+    right after it saw the consumer dead, with the heartbeat back meanwhile."""
+    back = ReliableQueue(r, "jobs", consumer="back", heartbeat_ttl=30)
+    back.push("t1", "t2")
+    assert back.claim() == "t1"
+    reaper = ReliableQueue(r, "jobs", consumer="reaper", heartbeat_ttl=30)
+    assert reaper._reap_one("back") == -1
+    assert r.lrange("jobs:processing:back", 0, -1) == ["t1"] and r.lrange("jobs:pending", 0, -1) == ["t2"]
+    r.delete("jobs:alive:back")  # now it is dead: the same script takes its task back
+    assert reaper._reap_one("back") == 1 and r.lrange("jobs:pending", 0, -1) == ["t2", "t1"]  # t1 first out
+
+
 def test_a_task_that_comes_late_in_a_blocking_claim_gets_a_full_heartbeat(r: redis.Redis) -> None:
     q = ReliableQueue(r, "jobs", consumer="c1", heartbeat_ttl=2)
     threading.Timer(1.2, q.push, args=("t1",)).start()
