@@ -42,7 +42,7 @@ from celery import Celery, Task  # type: ignore[import-untyped]
 
 from .connection import connect
 from .errors import LabError
-from .server import die_with_parent
+from .server import popen_tied_to_process
 
 # A dead consumer's tasks go back to the *right* end of the pending list, where consumers take
 # from, oldest first; the whole move is atomic and only happens if the heartbeat is gone.
@@ -473,15 +473,15 @@ def start_worker(
     env[CELERY_URL_ENV] = url
     log_fd, log_name = tempfile.mkstemp(prefix=f"redai-lab-celery-{name}-", suffix=".log")
     hostname = f"{name}@redai-lab"
-    process = subprocess.Popen(
-        [
+    process = popen_tied_to_process(  # dies with this process, whichever thread started it
+        args=[
             sys.executable, "-m", "celery", "-A", "redai_lab.celery_demo", "worker",
             f"--hostname={hostname}", f"--pool={pool}", f"--concurrency={concurrency}", "--loglevel=INFO",
             # No broadcast traffic: the lesson's worker talks to its own queue only.
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ],
         stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True, preexec_fn=die_with_parent,
+        start_new_session=True,
     )
     os.close(log_fd)
     worker = CeleryWorker(process, hostname, Path(log_name))
