@@ -240,7 +240,7 @@ def test_negative_results_get_their_own_ttl(r: redis.Redis) -> None:
     per_call = Cache(r, "u", ttl=60)
     per_call.get_or_load("missing", lambda: None, negative_ttl=5)
     assert 0 < r.pttl("u:missing") <= 5000
-    with pytest.raises(ValueError, match="a TTL must be > 0"):
+    with pytest.raises(ValueError, match="negative_ttl must be finite seconds > 0"):
         per_call.get_or_load("zero", lambda: None, negative_ttl=0)
     assert r.exists(per_call.lease_key("zero")) == 0
 
@@ -508,7 +508,7 @@ def test_stats_count_hits_misses_loads_and_latency(r: redis.Redis) -> None:
     ("options", "message"),
     [
         ({"namespace": "a:b"}, "namespace"),
-        ({"ttl": 0}, "ttl must be > 0"),
+        ({"ttl": 0}, "ttl must be finite seconds > 0"),
         ({"jitter": 1.0}, "jitter"),
         ({"beta": -1}, "beta"),
         ({"wait_timeout": 0}, "wait_timeout"),
