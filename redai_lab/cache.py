@@ -420,9 +420,9 @@ class Cache:
         except (LabError, ValueError) as exc:
             raise CacheEntryError(f"{self.entry_key(key)!r} holds a corrupt entry ({exc}); invalidate it.") from None
 
-    def _foreign(self, key: str, what: str = f"data without the {MAGIC!r} envelope") -> CacheEntryError:
+    def _foreign(self, key: str, what: str = f"no {MAGIC!r} envelope, possibly a pickle") -> CacheEntryError:
         return CacheEntryError(
-            f"{self.entry_key(key)!r} holds {what}, not this cache's (possibly a pickle); it is never "
+            f"{self.entry_key(key)!r} holds data this cache did not write ({what}); it is never "
             f"deserialised. Delete it (cache.invalidate({key!r})) or use another namespace."
         )
 

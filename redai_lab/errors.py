@@ -75,8 +75,10 @@ def check_count(label: str, value: object, *, minimum: int = 1, maximum: int = 2
     """
     if not isinstance(value, Real):
         raise InvalidArgumentType(f"{label} is a whole number, not {value!r}.")
-    if isinstance(value, bool) or not isinstance(value, Integral) or not minimum <= value <= maximum:
-        raise InvalidArgument(f"{label} must be a whole number from {minimum} to {maximum}, not {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, Integral) or not minimum <= value:
+        raise InvalidArgument(f"{label} must be a whole number >= {minimum}, not {value!r}.")
+    if value > maximum:
+        raise InvalidArgument(f"{label} must be a whole number <= {maximum}, not {value!r}.")
     return int(value)
 
 
