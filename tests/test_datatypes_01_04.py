@@ -31,12 +31,12 @@ def test_push_is_one_round_trip(redis_url, round_trips) -> None:
 
 
 def test_bad_arguments_are_refused(r) -> None:
-    with pytest.raises(ValueError, match="maxlen must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="maxlen must be a whole number >= 1, not 0"):
         CappedList(r, "recent", maxlen=0)
     recent = CappedList(r, "recent", maxlen=2)
     with pytest.raises(ValueError, match="needs at least one item"):
         recent.push()
-    with pytest.raises(ValueError, match="count must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="count must be a whole number >= 1, not 0"):
         recent.latest(0)
     assert not r.exists("recent")
 
