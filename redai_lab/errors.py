@@ -88,7 +88,8 @@ def data_problem(exc: redis.ResponseError) -> str | None:
     None for any other error (no permission, out of memory, a read-only replica): those are
     about the server, not the data, and are not this function's to explain.
     """
-    text = str(exc)
+    # A pipeline's error starts "Command # 1 (LPUSH key ...) of pipeline caused error: ".
+    text = str(exc).split(" of pipeline caused error: ", 1)[-1]
     if text.startswith("WRONGTYPE"):
         return "a value of another Redis type"
     if text.startswith(CORRUPT + " "):

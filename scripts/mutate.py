@@ -1,0 +1,247 @@
+"""Mutation testing of the pattern modules: does each module's own test file notice a bug?
+
+    .venv/bin/python scripts/mutate.py                  # every pattern module
+    .venv/bin/python scripts/mutate.py ratelimit locks  # some of them
+    .venv/bin/python scripts/mutate.py --list cache     # the mutants, without running anything
+    .venv/bin/python scripts/mutate.py --only ratelimit:241:57:0   # re-run chosen mutants
+
+A mutant is the module with one realistic change: a comparison or arithmetic operator swapped
+(``<`` for ``<=``, ``+`` for ``-``), ``and``/``or``, ``min``/``max``, ``floor``/``ceil``, a
+``not`` dropped, a number off by one, a Lua ``if`` condition made ``true`` (an owner check gone),
+or a Lua ``redis.call`` statement deleted (a PEXPIRE, a DEL). Most of this code's logic lives in
+Lua scripts held in Python strings, so the Lua inside them is mutated too: that is why this is a
+small script and not mutmut, which mutates only Python inside functions (its only change to a
+string is to wrap it in ``XX``, which turns a script into a syntax error that any test kills).
+
+Each mutant is written into a copy of the repository and the module's test files run there with
+``-x`` against one throwaway server (``REDAI_LAB_REDIS_URL`` when set, else one started here),
+with a timeout: a failing or hanging run kills the mutant. Mutants that do not compile are not
+counted. Results go to ``mutation-results.json`` (``--out``); the score per module is killed /
+(killed + survived). Not mutated: docstrings, messages, default values in signatures, and
+module-level tuning constants (``BACKOFF_MAX = 0.1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tokenize
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Each pattern module and the tests that guard it (test_hostile_input.py guards them all).
+MODULES = {
+    "cache": ["tests/test_cache.py"],
+    "sessions": ["tests/test_sessions.py"],
+    "ratelimit": ["tests/test_ratelimit.py"],
+    "locks": ["tests/test_locks.py"],
+    "serializers": ["tests/test_cache.py", "tests/test_sessions.py"],
+    "leaderboard": ["tests/test_leaderboard.py"],
+    "capped": ["tests/test_datatypes_01_04.py"],
+    "pubsub": ["tests/test_pubsub.py"],
+    "errors": [],
+}
+SHARED_TESTS = ["tests/test_hostile_input.py"]
+
+PY_OPERATORS = {
+    "<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==",
+    "+": "-", "-": "+", "*": "/", "/": "*", "//": "/", "%": "*", "+=": "-=", "-=": "+=",
+}
+PY_NAMES = {"and": "or", "or": "and", "True": "False", "False": "True", "min": "max", "max": "min",
+            "break": "continue", "continue": "break"}
+LUA_OPERATORS = {"<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "~=", "~=": "==",
+                 "+": "-", "-": "+", "*": "/", "/": "*", "%": "*"}
+LUA_WORDS = {"and": "or", "or": "and", "true": "false", "false": "true",
+             "math.floor": "math.ceil", "math.ceil": "math.floor", "math.min": "math.max", "math.max": "math.min"}
+# Lua, outside its strings and comments: the tokens a mutant may change, and those it skips.
+LUA_TOKEN = re.compile(
+    r"--[^\n]*|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\"|\.\.|"
+    r"math\.(?:floor|ceil|min|max)\b|[A-Za-z_][A-Za-z0-9_.]*|\d+(?:\.\d+)?|<=|>=|==|~=|[<>+\-*/%]"
+)
+LUA_IF = re.compile(r"\bif (.+?) then\b")
+LUA_CALL_STATEMENT = re.compile(r"^[ \t]*redis\.call\(.*\)[ \t]*$", re.M)
+CONSTANT_LINE = re.compile(r"^[A-Z_][A-Z0-9_]* *(?::[^=]+)?= ")
+
+
+@dataclass
+class Mutant:
+    id: str  # module:line:column:n, stable while the module's source does not change
+    module: str
+    line: int
+    before: str
+    after: str
+    status: str = "pending"  # killed, survived, timeout (killed by hanging)
+    seconds: float = 0.0
+
+
+def mutants_of(module: str) -> tuple[str, list[tuple[Mutant, str]]]:
+    """The module's source and every mutant of it that compiles, with its mutated source."""
+    source = (ROOT / "redai_lab" / f"{module}.py").read_text()
+    lines = source.splitlines(keepends=True)
+    offsets = [0]
+    for text in lines:
+        offsets.append(offsets[-1] + len(text))
+    changes: list[tuple[int, int, str]] = []  # (start offset, end offset, replacement)
+    in_signature, depth = False, 0
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        (row, col), (end_row, end_col) = token.start, token.end
+        if row > len(lines):  # ENDMARKER
+            break
+        start, end = offsets[row - 1] + col, offsets[end_row - 1] + end_col
+        if token.type == tokenize.OP:
+            depth += (token.string in "([{") - (token.string in ")]}")
+        if token.type == tokenize.NAME and token.string == "def":
+            in_signature = True
+        elif in_signature and token.type == tokenize.OP and token.string == ":" and depth == 0:
+            in_signature = False
+        if in_signature or CONSTANT_LINE.match(lines[row - 1]):
+            continue
+        if token.type == tokenize.OP and token.string in PY_OPERATORS:
+            changes.append((start, end, PY_OPERATORS[token.string]))
+        elif token.type == tokenize.NAME and token.string in PY_NAMES:
+            changes.append((start, end, PY_NAMES[token.string]))
+        elif token.type == tokenize.NAME and token.string == "not":
+            changes.append((start, end + 1, ""))  # `not x` -> `x`, `is not` -> `is`, `not in` -> `in`
+        elif token.type == tokenize.NUMBER and re.fullmatch(r"\d+(\.\d+)?", token.string):
+            changes.append((start, end, _plus_one(token.string)))
+        elif token.type == tokenize.STRING and "redis.call" in token.string:
+            changes += _lua_changes(token.string, start)
+    mutants = []
+    for n, (start, end, replacement) in enumerate(sorted(changes)):
+        mutated = source[:start] + replacement + source[end:]
+        try:
+            compile(mutated, module, "exec")
+        except SyntaxError:
+            continue
+        line = source.count("\n", 0, start) + 1
+        column = start - offsets[line - 1]
+        after = source[offsets[line - 1]:start] + replacement + source[end:offsets[line]]
+        mutant = Mutant(f"{module}:{line}:{column}:{n}", module, line, lines[line - 1].strip(),
+                        after.strip() or "(statement deleted)")
+        mutants.append((mutant, mutated))
+    return source, mutants
+
+
+def _plus_one(number: str) -> str:
+    return str(int(number) + 1) if number.isdigit() else repr(float(number) + 1)
+
+
+def _lua_changes(literal: str, offset: int) -> list[tuple[int, int, str]]:
+    """Changes to the Lua inside a Python string literal (offsets into the module's source)."""
+    changes = []
+    for match in LUA_TOKEN.finditer(literal):
+        text, start, end = match.group(), offset + match.start(), offset + match.end()
+        if text in LUA_OPERATORS and not (text == "-" and _unary(literal[:match.start()])):
+            changes.append((start, end, LUA_OPERATORS[text]))
+        elif text in LUA_WORDS:
+            changes.append((start, end, LUA_WORDS[text]))
+        elif text == "not":
+            changes.append((start, end + 1, ""))
+        elif text[0].isdigit():
+            changes.append((start, end, _plus_one(text)))
+    for match in LUA_IF.finditer(literal):
+        if "--" not in literal[literal.rfind("\n", 0, match.start()) + 1:match.start()]:  # not in a comment
+            changes.append((offset + match.start(1), offset + match.end(1), "true"))
+    for match in LUA_CALL_STATEMENT.finditer(literal):
+        changes.append((offset + match.start(), offset + match.end(), ""))
+    return changes
+
+
+def _unary(before: str) -> bool:
+    """Whether a ``-`` after ``before`` is a sign (``+1`` is no Lua) rather than a subtraction."""
+    stripped = before.rstrip()
+    return not stripped or stripped[-1] in "(,={[<>~+-*/%" or stripped.endswith(
+        ("return", " and", " or", " not", "then", "else", " do"))
+
+
+def run_tests(copy: Path, tests: list[str], url: str, timeout: float) -> tuple[str, float]:
+    """``passed``, ``failed`` or ``timeout``, and the seconds it took."""
+    env = {**os.environ, "PYTHONPATH": str(copy), "REDAI_LAB_REDIS_URL": url, "TQDM_DISABLE": "1"}
+    command = [sys.executable, "-m", "pytest", "-o", "addopts=", "-p", "no:cacheprovider", "-x", "-q",
+               "--timeout", str(int(timeout)), *tests]
+    started = time.monotonic()
+    try:
+        result = subprocess.run(command, cwd=copy, env=env, capture_output=True, timeout=timeout + 30)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.monotonic() - started
+    return ("passed" if result.returncode == 0 else "failed"), time.monotonic() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
+    parser.add_argument("--list", action="store_true", help="print the mutants and stop")
+    parser.add_argument("--only", default="", help="comma-separated mutant ids to run")
+    parser.add_argument("--out", default="mutation-results.json", help="where results are written")
+    parser.add_argument("--minutes", type=float, default=120, help="stop starting mutants after this")
+    options = parser.parse_args(argv)
+    unknown = set(options.modules) - set(MODULES)
+    if unknown:
+        parser.error(f"no pattern module {', '.join(sorted(unknown))}; choose from {', '.join(MODULES)}")
+    only = set(filter(None, options.only.split(",")))
+    modules = options.modules or sorted({i.split(":")[0] for i in only}) or list(MODULES)
+
+    work = [(module, *mutants_of(module)) for module in modules]
+    if options.list:
+        for _, _, mutants in work:
+            for mutant, _ in mutants:
+                print(f"{mutant.id}\n    - {mutant.before}\n    + {mutant.after}")
+        return 0
+
+    sys.path.insert(0, str(ROOT))
+    from redai_lab.server import find_or_start
+
+    server = find_or_start()
+    results: list[Mutant] = []
+    deadline = time.monotonic() + 60 * options.minutes
+    try:
+        with tempfile.TemporaryDirectory(prefix="redai-mutate-") as tmp:
+            copy = Path(tmp)
+            for name in ("redai_lab", "tests"):
+                shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+            for name in ("conftest.py", "pyproject.toml"):
+                shutil.copy(ROOT / name, copy / name)
+            for module, source, mutants in work:
+                tests = [t for t in (*MODULES[module], *SHARED_TESTS) if (copy / t).exists()]
+                target = copy / "redai_lab" / f"{module}.py"
+                status, baseline = run_tests(copy, tests, server.url, 600)
+                if status != "passed":
+                    print(f"{module}: the tests fail without any mutation; fix them first", file=sys.stderr)
+                    return 1
+                timeout = max(60.0, 5 * baseline)
+                for mutant, mutated in mutants:
+                    if only and mutant.id not in only or time.monotonic() > deadline:
+                        continue
+                    target.write_text(mutated)
+                    status, mutant.seconds = run_tests(copy, tests, server.url, timeout)
+                    mutant.status = {"passed": "survived", "failed": "killed"}.get(status, status)
+                    results.append(mutant)
+                    print(f"{mutant.status:8} {mutant.id}  {mutant.after}", flush=True)
+                target.write_text(source)
+    finally:
+        server.stop()
+
+    summary = {}
+    for module in modules:
+        mine = [m for m in results if m.module == module]
+        killed = sum(m.status in ("killed", "timeout") for m in mine)
+        survived = [m.id for m in mine if m.status == "survived"]
+        score = f"{100 * killed / len(mine):.0f}%" if mine else "-"
+        summary[module] = {"mutants": len(mine), "killed": killed, "survived": survived, "score": score}
+        print(f"{module:12} {killed}/{len(mine)} killed ({score}); survived: {', '.join(survived) or 'none'}")
+    Path(options.out).write_text(json.dumps({"summary": summary, "mutants": [asdict(m) for m in results]}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
