@@ -264,3 +264,52 @@ def test_semaphore_one_round_trip_per_attempt_and_release(round_trips, redis_url
     with round_trips.measure() as release:
         semaphore.release()
     assert (acquire.count, attempt.count, release.count) == (1, 1, 1)
+
+
+def test_release_and_extend_leave_another_owners_lock_untouched(r) -> None:
+    # Deterministic, no expiry needed: the key now holds another owner's token.
+    lock = Lock(r, "owned", ttl=60)
+    lock.acquire()
+    r.set(lock.key, "another owner's token", px=5000)
+    with pytest.raises(LockNotOwnedError):
+        lock.extend(600)
+    assert r.get(lock.key) == "another owner's token" and r.pttl(lock.key) <= 5000
+    with pytest.raises(LockNotOwnedError):
+        lock.release()
+    assert r.get(lock.key) == "another owner's token" and r.pttl(lock.key) <= 5000
+
+
+def test_two_threads_cannot_release_or_extend_each_others_lock(redis_url) -> None:
+    client = connect(redis_url)
+    holder, intruder = Lock(client, "shared", ttl=60), Lock(client, "shared", ttl=60)
+    assert holder.acquire()
+    intruder.token = "guessed"  # an object that believes it holds the lock, in another thread
+    errors: list[BaseException] = []
+
+    def meddle() -> None:
+        for call in (lambda: intruder.extend(0.5), intruder.release):
+            try:
+                call()
+            except LockNotOwnedError as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=meddle)
+    thread.start()
+    thread.join(30)
+    assert len(errors) == 2 and holder.owned() and client.pttl(holder.key) > 50_000
+    holder.release()
+    client.close()
+
+
+def test_a_semaphore_holder_cannot_release_or_extend_another_holders_slot(r) -> None:
+    first, second = Semaphore(r, "slots", 2, ttl=60), Semaphore(r, "slots", 2, ttl=60)
+    first.acquire()
+    second.acquire()
+    score = r.zscore(first.key, first.token)
+    r.zrem(second.key, second.token)  # second's slot is gone (as if expired and pruned)
+    with pytest.raises(LockNotOwnedError):
+        second.extend(600)
+    with pytest.raises(LockNotOwnedError):
+        second.release()
+    assert r.zrange(first.key, 0, -1, withscores=True) == [(first.token, score)]
+    first.release()
