@@ -136,6 +136,8 @@ def should_recompute_early(delta: float, remaining: float, beta: float, rand: fl
     ``rand`` uniform in (0, 1]. The probability is ``exp(-remaining / (delta * beta))``: it rises
     to 1 as expiry approaches, faster for values that are slow to compute.
     """
+    if not 0 < rand <= 1:
+        raise InvalidArgument(f"rand is a uniform draw in (0, 1], not {rand!r}")
     return delta > 0 and -delta * beta * math.log(rand) >= remaining
 
 
@@ -242,6 +244,7 @@ class Cache:
 
     def lease_key(self, key: str) -> str:
         """The Redis key of ``key``'s lease (held by the one caller loading it)."""
+        self.entry_key(key)  # the same checks
         return f"{self.namespace}:{LEASE_PREFIX}{key}"
 
     # -- reading ------------------------------------------------------------------------------
@@ -356,7 +359,10 @@ class Cache:
         while chunk := list(itertools.islice(iterator, chunk_size)):
             keys: list[str] = []
             args = self._store_args("")
-            for key, value in chunk:
+            for item in chunk:
+                if not (isinstance(item, tuple) and len(item) == 2):
+                    raise InvalidArgumentType(f"warm() takes (key, value) pairs, not {item!r}")
+                key, value = item
                 keys += [self.entry_key(key), self.lease_key(key)]
                 args += self._fields(value, ttl, None, 0.0)
             self._store(keys=keys, args=args)
@@ -379,6 +385,9 @@ class Cache:
         share a qualname); ``ignore`` names parameters left out of the key (``self``, a database
         connection). See ``CachedFunction``.
         """
+
+        if name is not None and (not isinstance(name, str) or not name):
+            raise InvalidArgument(f"name is a non-empty str, not {name!r}")
 
         def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
             return CachedFunction(self, func, ttl=ttl, negative_ttl=negative_ttl, name=name, ignore=ignore)

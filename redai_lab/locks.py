@@ -438,6 +438,7 @@ def contend(url: str, name: str, *, hold: float = 0.0, locked: bool = True) -> N
     machine) to the list ``{name}:sections``. With a working lock the sections never overlap
     and no increment is lost.
     """
+    check_seconds("hold", hold, zero=True)
     r = redis.Redis.from_url(url, decode_responses=True)
     lock = Lock(r, name, ttl=30, timeout=60)
     if locked and not lock.acquire():

@@ -410,7 +410,8 @@ def test_xfetch_probability_rises_as_expiry_approaches() -> None:
         assert abs(early / draws - math.exp(-remaining)) < 0.03  # P = exp(-remaining / (delta * beta))
     assert fractions == sorted(fractions)
     assert fractions[0] < 0.05 and fractions[-1] > 0.85
-    assert not should_recompute_early(0.0, 0.001, 1.0, 1e-9)  # delta 0: never early
+    for remaining in (0.001, 0.0, -1.0):  # delta 0: never early, not even at or past expiry
+        assert not should_recompute_early(0.0, remaining, 1.0, 1e-9)
 
 
 def test_the_cache_recomputes_early_more_often_near_expiry(r: redis.Redis) -> None:

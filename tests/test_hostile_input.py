@@ -17,11 +17,11 @@ import pytest
 import redis
 
 from redai_lab import connect
-from redai_lab.cache import Cache, CacheEntryError
+from redai_lab.cache import Cache, CacheEntryError, should_recompute_early
 from redai_lab.capped import CappedList, CappedListDataError
 from redai_lab.errors import MAX_SECONDS, InvalidArgument, InvalidArgumentType, LabError, check_seconds
 from redai_lab.leaderboard import Leaderboard, LeaderboardDataError
-from redai_lab.locks import FencedStorage, Lock, LockDataError, Semaphore
+from redai_lab.locks import FencedStorage, Lock, LockDataError, Semaphore, contend
 from redai_lab.pubsub import Listener, ListenerDataError
 from redai_lab.ratelimit import GCRA, FixedWindow, RateLimitDataError, SlidingLog, SlidingWindowCounter, TokenBucket
 from redai_lab.serializers import JsonSerializer, SerializationError
@@ -315,6 +315,11 @@ def test_cache_calls_check_their_arguments(r) -> None:
     refused(InvalidArgumentType, lambda: cache.get(None))  # type: ignore[arg-type]
     refused(InvalidArgumentType, lambda: cache.get_or_load(7, lambda: 1))  # type: ignore[arg-type]
     refused(InvalidArgument, lambda: cache.cached(ttl=-1)(lambda: 1))
+    refused(InvalidArgument, lambda: cache.cached(name=""))
+    refused(InvalidArgumentType, lambda: cache.lease_key(None))  # type: ignore[arg-type]
+    refused(InvalidArgumentType, lambda: cache.warm(["k"]))  # type: ignore[list-item]
+    for rand in (0.0, 1.5, NAN):
+        refused(InvalidArgument, lambda: should_recompute_early(1.0, 1.0, 1.0, rand))
     assert r.keys("*") == []
 
 
@@ -383,6 +388,7 @@ def test_fenced_storage_refuses_a_token_that_is_no_number_and_a_key_of_another_t
         lambda r: FencedStorage(r, "x").write("v", 1.5),
         lambda r: FencedStorage(r, "x").write(None, 1),
         lambda r: FencedStorage(r, None),
+        lambda r: contend("redis://127.0.0.1:1/0", "x", hold=-1),
     ],
 )
 def test_lock_arguments_are_checked(r, call: Callable[[redis.Redis], object]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -264,6 +265,12 @@ def test_exact_answers_on_a_simulated_clock(algorithm, r) -> None:
     answers = [limiter.hit("sim", cost, now=EPOCH + t) for (t, cost), _ in steps]
     got = [(a.allowed, a.remaining, a.retry_after, a.reset_after) for a in answers]
     assert got == [expected for _, expected in steps]
+
+
+def test_a_result_cannot_be_changed_after_the_check(r) -> None:
+    result = GCRA(r, "frozen", limit=1, period=60).hit("alice")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.allowed = False  # type: ignore[misc]
 
 
 @algorithms
