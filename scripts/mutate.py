@@ -35,24 +35,16 @@ import sys
 import tempfile
 import time
 import tokenize
+import tomllib  # Python 3.11+: a developer's tool, like the dev extra
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Each pattern module and the tests that guard it (test_hostile_input.py guards them all).
-MODULES = {
-    "cache": ["tests/test_cache.py"],
-    "sessions": ["tests/test_sessions.py"],
-    "ratelimit": ["tests/test_ratelimit.py"],
-    "locks": ["tests/test_locks.py"],
-    "serializers": ["tests/test_cache.py", "tests/test_sessions.py"],
-    "leaderboard": ["tests/test_leaderboard.py"],
-    "capped": ["tests/test_datatypes_01_04.py"],
-    "pubsub": ["tests/test_pubsub.py"],
-    "errors": [],
-}
-SHARED_TESTS = ["tests/test_hostile_input.py"]
+# Each pattern module and the tests that guard it: pyproject.toml, [tool.redai-lab.mutation].
+CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["redai-lab"]["mutation"]
+MODULES: dict[str, list[str]] = CONFIG["modules"]
+SHARED_TESTS: list[str] = CONFIG["shared"]
 
 PY_OPERATORS = {
     "<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==",

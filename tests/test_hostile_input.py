@@ -99,6 +99,14 @@ def test_limiter_parameters_are_refused_in_one_line(kwargs: dict[str, object], e
     refused(error, lambda: TokenBucket(r, **{"name": "api", "limit": 5, "period": 1, **kwargs}))
 
 
+def test_limiter_boundaries_are_accepted(r) -> None:
+    assert TokenBucket(r, "edge", limit=2**53, period=0.001).period == 0.001
+    refused(InvalidArgument, lambda: TokenBucket(r, "edge", limit=2**53 + 1, period=1))
+    refused(InvalidArgument, lambda: TokenBucket(r, "edge", limit=1, period=0.000999))
+    limiter = GCRA(r, "edge", limit=1, period=1)
+    assert limiter.hit("alice", now=0).allowed and not limiter.hit("alice", now=0.5).allowed
+
+
 def test_a_sliding_log_limit_that_would_stall_the_server_is_refused(r) -> None:
     refused(InvalidArgument, lambda: SlidingLog(r, "big", limit=100_001, period=1))
     assert SlidingLog(r, "big", limit=100_000, period=1).limit == 100_000
