@@ -61,10 +61,11 @@ def check_seconds(label: str, value: object, *, zero: bool = False) -> float:
     """
     if not isinstance(value, Real):
         raise InvalidArgumentType(f"{label} is a number of seconds, not {value!r}.")
-    if isinstance(value, bool) or not (0 <= value if zero else 0 < value) or not value <= MAX_SECONDS:
+    seconds = float(value)
+    if isinstance(value, bool) or not (0 <= seconds if zero else 0 < seconds) or not seconds <= MAX_SECONDS:
         least = ">= 0" if zero else "> 0"
         raise InvalidArgument(f"{label} must be finite seconds {least}, at most a century, not {value!r}.")
-    return float(value)
+    return seconds
 
 
 def check_count(label: str, value: object, *, minimum: int = 1, maximum: int = 2**53) -> int:
@@ -75,9 +76,9 @@ def check_count(label: str, value: object, *, minimum: int = 1, maximum: int = 2
     """
     if not isinstance(value, Real):
         raise InvalidArgumentType(f"{label} is a whole number, not {value!r}.")
-    if isinstance(value, bool) or not isinstance(value, Integral) or not minimum <= value:
+    if isinstance(value, bool) or not isinstance(value, Integral) or not minimum <= int(value):
         raise InvalidArgument(f"{label} must be a whole number >= {minimum}, not {value!r}.")
-    if value > maximum:
+    if int(value) > maximum:
         raise InvalidArgument(f"{label} must be a whole number <= {maximum}, not {value!r}.")
     return int(value)
 

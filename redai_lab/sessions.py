@@ -211,7 +211,7 @@ class SessionStore:
         keys = [self.key(session_id)]
         if user_id is not None:
             keys.append(self.index_key(user_id))
-        args = [self._idle_ms, self._lifetime_ms, session_id, "" if user_id is None else _user(user_id)]
+        args: list[str | int] = [self._idle_ms, self._lifetime_ms, session_id, "" if user_id is None else _user(user_id)]
         args += self._fields(data or {})
         with self._foreign(keys[-1]):  # the new session's key is fresh: only the index can be foreign
             self._create(keys=keys, args=args)
@@ -244,7 +244,7 @@ class SessionStore:
         if not changes:
             raise InvalidArgument("update needs at least one field to set")
         key = self.key(session_id)
-        args = [self._idle_ms, *self._fields(changes)]
+        args: list[str | int] = [self._idle_ms, *self._fields(changes)]
         with self._foreign(key):
             if self._update(keys=[key], args=args) is None:
                 raise self._not_found()

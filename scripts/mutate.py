@@ -35,9 +35,10 @@ import sys
 import tempfile
 import time
 import tokenize
-import tomllib  # Python 3.11+: a developer's tool, like the dev extra
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import tomllib  # Python 3.11+: a developer's tool, like the dev extra
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +63,7 @@ LUA_TOKEN = re.compile(
     r"math\.(?:floor|ceil|min|max)\b|[A-Za-z_][A-Za-z0-9_.]*|\d+(?:\.\d+)?|<=|>=|==|~=|[<>+\-*/%]"
 )
 LUA_IF = re.compile(r"\bif (.+?) then\b")
-LUA_CALL_STATEMENT = re.compile(r"^[ \t]*redis\.call\(.*\)[ \t]*$", re.M)
+LUA_CALL_STATEMENT = re.compile(r"^[ \t]*redis\.call\(.*\)[ \t]*$", re.MULTILINE)
 CONSTANT_LINE = re.compile(r"^[A-Z_][A-Z0-9_]* *(?::[^=]+)?= ")
 
 
@@ -202,7 +203,7 @@ def preload(copy: Path, url: str) -> None:
     import matplotlib.font_manager  # noqa: F401  (the root conftest's slowest import)
     import pytest  # noqa: F401
 
-    import redai_lab.benchmarks  # noqa: F401
+    import redai_lab.benchmarks
     import redai_lab.exercises  # noqa: F401
     for module in MODULES:
         __import__(f"redai_lab.{module}")

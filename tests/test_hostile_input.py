@@ -23,7 +23,14 @@ from redai_lab.errors import MAX_SECONDS, InvalidArgument, InvalidArgumentType, 
 from redai_lab.leaderboard import Leaderboard, LeaderboardDataError
 from redai_lab.locks import FencedStorage, Lock, LockDataError, Semaphore, contend
 from redai_lab.pubsub import Listener, ListenerDataError
-from redai_lab.ratelimit import GCRA, FixedWindow, RateLimitDataError, SlidingLog, SlidingWindowCounter, TokenBucket
+from redai_lab.ratelimit import (
+    GCRA,
+    FixedWindow,
+    RateLimitDataError,
+    SlidingLog,
+    SlidingWindowCounter,
+    TokenBucket,
+)
 from redai_lab.serializers import JsonSerializer, SerializationError
 from redai_lab.sessions import SessionDataError, SessionNotFound, SessionStore
 
@@ -327,7 +334,7 @@ def test_cache_calls_check_their_arguments(r) -> None:
     refused(InvalidArgumentType, lambda: cache.lease_key(None))  # type: ignore[arg-type]
     refused(InvalidArgumentType, lambda: cache.warm(["k"]))  # type: ignore[list-item]
     for rand in (0.0, 1.5, NAN):
-        refused(InvalidArgument, lambda: should_recompute_early(1.0, 1.0, 1.0, rand))
+        refused(InvalidArgument, lambda rand=rand: should_recompute_early(1.0, 1.0, 1.0, rand))
     assert r.keys("*") == []
 
 
