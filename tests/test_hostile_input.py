@@ -25,6 +25,7 @@ from redai_lab.locks import FencedStorage, Lock, LockDataError, Semaphore, conte
 from redai_lab.pubsub import Listener, ListenerDataError
 from redai_lab.ratelimit import (
     GCRA,
+    MAX_NOW,
     FixedWindow,
     RateLimitDataError,
     SlidingLog,
@@ -112,6 +113,8 @@ def test_limiter_boundaries_are_accepted(r) -> None:
     refused(InvalidArgument, lambda: TokenBucket(r, "edge", limit=1, period=0.000999))
     limiter = GCRA(r, "edge", limit=1, period=1)
     assert limiter.hit("alice", now=0).allowed and not limiter.hit("alice", now=0.5).allowed
+    assert limiter.hit("bob", now=MAX_NOW).allowed  # the last second whose microseconds are exact
+    refused(InvalidArgument, lambda: limiter.hit("bob", now=MAX_NOW + 1))
 
 
 def test_a_sliding_log_limit_that_would_stall_the_server_is_refused(r) -> None:
