@@ -399,7 +399,10 @@ class Cache:
     def _get(self, key: str) -> str | None:
         entry = self.entry_key(key)
         with self._foreign_data(key):
-            text = self.client.get(entry)
+            try:
+                text = self.client.get(entry)
+            except UnicodeDecodeError:  # binary data, e.g. a pickle, read by a decoding client
+                raise self._foreign(key) from None
         return None if text is None else self._text(key, text)
 
     def _text(self, key: str, text: str | bytes) -> str:

@@ -222,10 +222,10 @@ return {1, limit - used - cost, 0, reset}
 class SlidingLog(RateLimiter):
     """Exact: a sorted set of the admitted requests' times, so any ``period``-long span holds at
     most ``limit``. Memory grows with ``limit`` (one entry per admitted unit), and a check adds
-    ``cost`` entries while the server waits: ``limit`` is at most 100,000."""
+    ``cost`` entries while the server waits: ``limit`` is at most 1,000,000."""
 
     algorithm = "log"
-    MAX_LIMIT = 100_000
+    MAX_LIMIT = 1_000_000
     # Members must be unique: the seed used the timestamp itself, so requests in the same second
     # overwrote each other and were undercounted. A random token per check (ARGV[5]) fixes it.
     LUA = """
