@@ -6,6 +6,7 @@ notebooks) print ``str(error)`` and stop; they never need the traceback.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -61,7 +62,10 @@ def check_seconds(label: str, value: object, *, zero: bool = False) -> float:
     """
     if not isinstance(value, Real):
         raise InvalidArgumentType(f"{label} is a number of seconds, not {value!r}.")
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int beyond any float, 10**400
+        seconds = math.inf
     if isinstance(value, bool) or not (0 <= seconds if zero else 0 < seconds) or not seconds <= MAX_SECONDS:
         least = ">= 0" if zero else "> 0"
         raise InvalidArgument(f"{label} must be finite seconds {least}, at most a century, not {value!r}.")

@@ -36,7 +36,7 @@ from redai_lab.serializers import JsonSerializer, SerializationError
 from redai_lab.sessions import SessionDataError, SessionNotFound, SessionStore
 
 NAN, INF = math.nan, math.inf
-BAD_SECONDS = [NAN, INF, -INF, -1, 0, "5", None, True, MAX_SECONDS + 1]
+BAD_SECONDS = [NAN, INF, -INF, -1, 0, "5", None, True, MAX_SECONDS + 1, 10**400]
 LIMITERS = [FixedWindow, SlidingLog, SlidingWindowCounter, TokenBucket, GCRA]
 limiters = pytest.mark.parametrize("algorithm", LIMITERS, ids=lambda cls: cls.__name__)
 
