@@ -169,6 +169,17 @@ def test_garbled_limiter_state_is_refused_and_left_alone(algorithm, field, garba
     assert snapshot(r, key) == before
 
 
+@pytest.mark.parametrize(("algorithm", "planted", "remaining"), [
+    (FixedWindow, {"window": 1_000_020_000_000}, 2),  # the window without its count: none used
+    (SlidingWindowCounter, {"window": 1_000_020_000_000}, 2),
+    (TokenBucket, {"time": 1_000_020_000_000}, 2),  # no tokens field: a full bucket
+])
+def test_a_missing_field_counts_as_the_empty_state(algorithm, planted: dict, remaining: int, r) -> None:
+    limiter = algorithm(r, "partial", limit=3, period=60)
+    r.hset(limiter.key("alice"), mapping=planted)
+    assert limiter.hit("alice", now=1_000_020).remaining == remaining
+
+
 # -- sessions -------------------------------------------------------------------------------
 
 

@@ -117,6 +117,17 @@ def test_one_round_trip_per_attempt_release_and_extend(round_trips, redis_url) -
     assert (acquire.count, attempt.count, extend.count, release.count) == (1, 1, 1, 1)
 
 
+def test_each_acquisition_takes_a_new_128_bit_token(r) -> None:
+    lock = Lock(r, "tokens")
+    seen = set()
+    for _ in range(20):
+        lock.acquire()
+        assert lock.token is not None and len(bytes.fromhex(lock.token)) == 16 and r.get(lock.key) == lock.token
+        seen.add(lock.token)
+        lock.release()
+    assert len(seen) == 20
+
+
 def test_the_lock_expires_and_the_fencing_counter_does_not(r) -> None:
     lock = Lock(r, "ttl", ttl=30)
     lock.acquire()
