@@ -216,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated mutant ids to run")
     parser.add_argument("--out", default="mutation-results.json", help="where results are written")
     parser.add_argument("--minutes", type=float, default=120, help="stop starting mutants after this")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the killed mutants of --out, run the others (survivors again: tests change)")
     options = parser.parse_args(argv)
     unknown = set(options.modules) - set(MODULES)
     if unknown:
@@ -230,7 +232,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{mutant.id}\n    - {mutant.before}\n    + {mutant.after}")
         return 0
 
+    out = Path(options.out)
     results: list[Mutant] = []
+    if options.resume and out.exists():
+        results = [m for m in (Mutant(**m) for m in json.loads(out.read_text())["mutants"])
+                   if m.status in ("killed", "timeout")]
+    done = {m.id for m in results}
+    work = [(module, source, [(m, text) for m, text in mutants if m.id not in done and (not only or m.id in only)])
+            for module, source, mutants in work]
     deadline = time.monotonic() + 60 * options.minutes
     with tempfile.TemporaryDirectory(prefix="redai-mutate-") as tmp:
         copy = Path(tmp)
@@ -245,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             preload(copy, server.url)
             for module, source, mutants in work:
+                if not mutants or time.monotonic() > deadline:
+                    continue
                 tests = [t for t in (*MODULES[module], *SHARED_TESTS) if (copy / t).exists()]
                 target = copy / "redai_lab" / f"{module}.py"
                 status, baseline = run_tests(copy, tests, 600)
@@ -253,27 +264,32 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
                 timeout = max(60.0, 5 * baseline)
                 for mutant, mutated in mutants:
-                    if only and mutant.id not in only or time.monotonic() > deadline:
-                        continue
+                    if time.monotonic() > deadline:
+                        break
                     target.write_text(mutated)
                     status, mutant.seconds = run_tests(copy, tests, timeout)
                     mutant.status = {"passed": "survived", "failed": "killed"}.get(status, status)
                     results.append(mutant)
+                    write_results(out, results)  # after each one: a stopped run keeps what it did
                     print(f"{mutant.status:8} {mutant.id}  {mutant.after}", flush=True)
                 target.write_text(source)
         finally:
             server.stop()
+    for module, line in write_results(out, results).items():
+        print(f"{module:12} {line}")
+    return 0
 
+
+def write_results(out: Path, results: list[Mutant]) -> dict[str, str]:
+    """Write the mutants and the score per module to ``out``; returns one line per module."""
     summary = {}
-    for module in modules:
+    for module in dict.fromkeys(m.module for m in results):
         mine = [m for m in results if m.module == module]
         killed = sum(m.status in ("killed", "timeout") for m in mine)
         survived = [m.id for m in mine if m.status == "survived"]
-        score = f"{100 * killed / len(mine):.0f}%" if mine else "-"
-        summary[module] = {"mutants": len(mine), "killed": killed, "survived": survived, "score": score}
-        print(f"{module:12} {killed}/{len(mine)} killed ({score}); survived: {', '.join(survived) or 'none'}")
-    Path(options.out).write_text(json.dumps({"summary": summary, "mutants": [asdict(m) for m in results]}, indent=1))
-    return 0
+        summary[module] = f"{killed}/{len(mine)} killed ({100 * killed / len(mine):.0f}%); survived: {', '.join(survived) or 'none'}"
+    out.write_text(json.dumps({"summary": summary, "mutants": [asdict(m) for m in results]}, indent=1))
+    return summary
 
 
 if __name__ == "__main__":

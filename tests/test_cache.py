@@ -4,6 +4,7 @@ threads and processes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -412,6 +413,11 @@ def test_xfetch_probability_rises_as_expiry_approaches() -> None:
     assert fractions[0] < 0.05 and fractions[-1] > 0.85
     for remaining in (0.001, 0.0, -1.0):  # delta 0: never early, not even at or past expiry
         assert not should_recompute_early(0.0, remaining, 1.0, 1e-9)
+    # The test itself, exactly: -delta * beta * ln(rand) >= remaining, equality included.
+    assert should_recompute_early(1.0, -1.0 * 2.0 * math.log(0.5), 2.0, 0.5)
+    assert not should_recompute_early(1.0, 1.5, 1.0, 0.5)  # ln 2 = 0.69 < 1.5...
+    assert should_recompute_early(1.0, 1.5, 3.0, 0.5)  # ...but beta 3 makes it 2.08
+    assert not should_recompute_early(5.0, 0.001, 1.0, 1.0)  # a draw of 1: ln 1 = 0, never early
 
 
 def test_the_cache_recomputes_early_more_often_near_expiry(r: redis.Redis) -> None:
@@ -497,6 +503,8 @@ def test_warming_writes_in_chunks_from_a_lazy_iterable(round_trips, redis_url: s
 
 def test_stats_count_hits_misses_loads_and_latency(r: redis.Redis) -> None:
     cache = Cache(r, "t")
+    assert dataclasses.astuple(cache.stats) == (0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
+    assert (cache.stats.hit_ratio, cache.stats.mean_hit_ms, cache.stats.mean_miss_ms) == (0.0, 0.0, 0.0)
     for exam in (1, 1, 1, 2):
         cache.get_or_load(f"exam:{exam}", lambda exam=exam: exam)
     stats = cache.stats

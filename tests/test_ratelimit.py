@@ -267,6 +267,13 @@ def test_exact_answers_on_a_simulated_clock(algorithm, r) -> None:
     assert got == [expected for _, expected in steps]
 
 
+@pytest.mark.parametrize("algorithm", [SlidingLog, SlidingWindowCounter, TokenBucket, GCRA], ids=lambda c: c.__name__)
+def test_an_oversized_first_request_finds_nothing_to_reset(algorithm, r) -> None:
+    # (A fixed window reports the time to its window's end whatever was used.)
+    result = algorithm(r, "fresh", limit=3, period=60).hit("alice", cost=4, now=EPOCH)
+    assert (result.allowed, result.remaining, result.retry_after, result.reset_after) == (False, 3, INF, 0)
+
+
 def test_a_result_cannot_be_changed_after_the_check(r) -> None:
     result = GCRA(r, "frozen", limit=1, period=60).hit("alice")
     with pytest.raises(dataclasses.FrozenInstanceError):
