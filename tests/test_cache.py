@@ -23,6 +23,7 @@ import redis
 from redai_lab import connect
 from redai_lab.cache import (
     Cache,
+    CacheStats,
     CacheEntryError,
     CacheWaitTimeout,
     UncacheableArgument,
@@ -513,10 +514,16 @@ def test_stats_count_hits_misses_loads_and_latency(r: redis.Redis) -> None:
     assert stats.mean_hit_ms > 0 and stats.mean_miss_ms > 0
 
 
+def test_stats_ratios_and_means_are_exact() -> None:
+    stats = CacheStats(hits=3, misses=1, hit_seconds=0.006, miss_seconds=0.5)
+    assert (stats.hit_ratio, stats.mean_hit_ms, stats.mean_miss_ms) == (0.75, 2.0, 500.0)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"namespace": "a:b"}, "namespace"),
+        ({"namespace": ""}, "namespace"),
         ({"ttl": 0}, "ttl must be finite seconds > 0"),
         ({"jitter": 1.0}, "jitter"),
         ({"beta": -1}, "beta"),

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redai_lab import connect
 from redai_lab.locks import (
@@ -147,6 +152,38 @@ def test_auto_renewal_keeps_the_lock_past_its_ttl_and_stops_on_release(r) -> Non
     lock.release()
     assert renewer is not None and not renewer.is_alive()
     assert not r.exists(lock.key)
+
+
+def test_a_process_holding_an_auto_renewed_lock_can_still_exit(redis_url) -> None:
+    # The renewer is a daemon thread: a holder that forgets to release does not hang at exit
+    # (its lock then expires after ttl).
+    code = (
+        "import sys, redis; from redai_lab.locks import Lock\n"
+        "lock = Lock(redis.Redis.from_url(sys.argv[1]), 'forgotten', ttl=5, auto_renew=True)\n"
+        "assert lock.acquire()\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", code, redis_url], timeout=60, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+
+
+def test_auto_renewal_survives_a_failed_renewal(r, redis_url) -> None:
+    # Writes paused longer than the client waits: one renewal times out (a RedisError), and the
+    # next one, a third of the ttl later, must still come.
+    client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=0.1, retry=Retry(NoBackoff(), 0))
+    lock = Lock(client, "blip", ttl=1.5, auto_renew=True)
+    lock.acquire()
+    time.sleep(0.6)  # just after the first renewal (at 0.5 s)
+    r.client_pause(600, all=False)  # the next renewal, at 1.0 s, times out
+    time.sleep(3.0)  # had renewing stopped, the lock would be gone by 2.7 s at the latest
+    assert lock.owned()
+    lock.release()
+    client.close()
+
+
+def test_a_ttl_of_one_millisecond_is_the_shortest(r) -> None:
+    assert Lock(r, "short", ttl=0.001).ttl == 0.001
+    with pytest.raises(ValueError, match="ttl"):
+        Lock(r, "short", ttl=0.0009)
 
 
 def test_fencing_storage_rejects_the_writer_whose_lock_expired(r) -> None:
