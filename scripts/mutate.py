@@ -235,10 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(options.out)
     results: list[Mutant] = []
     if options.resume and out.exists():
-        results = [m for m in (Mutant(**m) for m in json.loads(out.read_text())["mutants"])
-                   if m.status in ("killed", "timeout")]
-    done = {m.id for m in results}
-    work = [(module, source, [(m, text) for m, text in mutants if m.id not in done and (not only or m.id in only)])
+        earlier = [Mutant(**m) for m in json.loads(out.read_text())["mutants"]]
+        results = [m for m, _ in zip(earlier, identities(earlier)) if m.status in ("killed", "timeout")]
+    done = set(identities(results))
+    work = [(module, source, [(m, text) for (m, text), identity in zip(mutants, identities([m for m, _ in mutants]))
+                              if identity not in done and (not only or m.id in only)])
             for module, source, mutants in work]
     deadline = time.monotonic() + 60 * options.minutes
     with tempfile.TemporaryDirectory(prefix="redai-mutate-") as tmp:
@@ -278,6 +279,22 @@ def main(argv: list[str] | None = None) -> int:
     for module, line in write_results(out, results).items():
         print(f"{module:12} {line}")
     return 0
+
+
+def identities(mutants: list[Mutant]) -> list[tuple[str, str, str, int]]:
+    """What a mutant is, whatever line it is on: module, line before and after, and which of the
+    equal (before, after) pairs in the module it is. Edits elsewhere in a module keep it."""
+    seen: dict[tuple[str, str, str], int] = {}
+    keys = []
+    for mutant in sorted(mutants, key=lambda m: (m.module, m.line, int(m.id.split(":")[2]))):
+        pair = (mutant.module, mutant.before, mutant.after)
+        seen[pair] = seen.get(pair, -1) + 1
+        keys.append((*pair, seen[pair]))
+    order = sorted(range(len(mutants)), key=lambda i: (mutants[i].module, mutants[i].line, int(mutants[i].id.split(":")[2])))
+    result: list[tuple[str, str, str, int]] = [("", "", "", 0)] * len(mutants)
+    for position, index in enumerate(order):
+        result[index] = keys[position]
+    return result
 
 
 def write_results(out: Path, results: list[Mutant]) -> dict[str, str]:

@@ -514,6 +514,12 @@ def test_stats_count_hits_misses_loads_and_latency(r: redis.Redis) -> None:
     assert stats.mean_hit_ms > 0 and stats.mean_miss_ms > 0
 
 
+def test_a_value_with_less_than_a_second_left_is_still_a_hit(r: redis.Redis) -> None:
+    cache = Cache(r, "t")
+    cache.set("k", "v", ttl=0.9)
+    assert cache.get("k") == "v"
+
+
 def test_stats_ratios_and_means_are_exact() -> None:
     stats = CacheStats(hits=3, misses=1, hit_seconds=0.006, miss_seconds=0.5)
     assert (stats.hit_ratio, stats.mean_hit_ms, stats.mean_miss_ms) == (0.75, 2.0, 500.0)
@@ -524,6 +530,7 @@ def test_stats_ratios_and_means_are_exact() -> None:
     [
         ({"namespace": "a:b"}, "namespace"),
         ({"namespace": ""}, "namespace"),
+        ({"serializer": type("Named", (), {"name": "a:b"})()}, "serializer's name"),
         ({"ttl": 0}, "ttl must be finite seconds > 0"),
         ({"jitter": 1.0}, "jitter"),
         ({"beta": -1}, "beta"),

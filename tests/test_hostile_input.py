@@ -172,6 +172,7 @@ def test_garbled_limiter_state_is_refused_and_left_alone(algorithm, field, garba
 @pytest.mark.parametrize(("algorithm", "planted", "remaining"), [
     (FixedWindow, {"window": 1_000_020_000_000}, 2),  # the window without its count: none used
     (SlidingWindowCounter, {"window": 1_000_020_000_000}, 2),
+    (SlidingWindowCounter, {"window": 1_000_020_000_000 - 60_000_000}, 2),  # the previous window's, no count
     (TokenBucket, {"time": 1_000_020_000_000}, 2),  # no tokens field: a full bucket
 ])
 def test_a_missing_field_counts_as_the_empty_state(algorithm, planted: dict, remaining: int, r) -> None:

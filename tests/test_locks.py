@@ -180,6 +180,14 @@ def test_auto_renewal_survives_a_failed_renewal(r, redis_url) -> None:
     client.close()
 
 
+def test_a_timeout_of_zero_tries_once(r) -> None:
+    holder = Lock(r, "busy", ttl=10)
+    holder.acquire()
+    assert Lock(r, "busy", timeout=0).acquire() is False
+    holder.release()
+    assert Lock(r, "busy", timeout=0).acquire() is True
+
+
 def test_a_ttl_of_one_millisecond_is_the_shortest(r) -> None:
     assert Lock(r, "short", ttl=0.001).ttl == 0.001
     with pytest.raises(ValueError, match="ttl"):

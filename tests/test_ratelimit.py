@@ -274,6 +274,14 @@ def test_an_oversized_first_request_finds_nothing_to_reset(algorithm, r) -> None
     assert (result.allowed, result.remaining, result.retry_after, result.reset_after) == (False, 3, INF, 0)
 
 
+def test_sliding_window_counter_resets_when_a_single_previous_request_has_decayed(r) -> None:
+    limiter = SlidingWindowCounter(r, "one", limit=3, period=60)
+    start = 1_000_020  # a multiple of 60
+    limiter.hit("alice", now=start + 10)  # window [0, 60): one request
+    refused = limiter.hit("alice", cost=4, now=start + 70)  # window [60, 120): it weighs 5/6
+    assert (refused.remaining, refused.reset_after) == (2, 50)  # gone at 120
+
+
 def test_a_result_cannot_be_changed_after_the_check(r) -> None:
     result = GCRA(r, "frozen", limit=1, period=60).hit("alice")
     with pytest.raises(dataclasses.FrozenInstanceError):
