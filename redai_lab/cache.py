@@ -239,7 +239,9 @@ class Cache:
         if not isinstance(key, str):
             raise InvalidArgumentType(f"a cache key is a str, not {type(key).__name__} {key!r}")
         if not key or key.startswith(LEASE_PREFIX):
-            raise InvalidArgument(f"cache keys are non-empty and do not start with {LEASE_PREFIX!r}, got {key!r}")
+            raise InvalidArgument(
+                f"cache keys are non-empty and do not start with {LEASE_PREFIX!r}, got {key!r}"
+            )
         return f"{self.namespace}:{key}"
 
     def lease_key(self, key: str) -> str:
@@ -470,7 +472,9 @@ class Cache:
             self._count(load_errors=1)
             raise
         with self._foreign_data(key):
-            written = self._store(keys=[self.entry_key(key), self.lease_key(key)], args=self._store_args(token) + fields)
+            written = self._store(
+                keys=[self.entry_key(key), self.lease_key(key)], args=self._store_args(token) + fields
+            )
         self._count(loads=1, rejected_writes=0 if written else 1)
         return value
 
@@ -482,7 +486,9 @@ class Cache:
         """The ``_STORE`` arguments of one value: ttl ms, delta ms, payload."""
         seconds = self.ttl if ttl is None else check_seconds("ttl", ttl)
         if self.is_negative(value):
-            negative = self.negative_ttl if negative_ttl is None else check_seconds("negative_ttl", negative_ttl)
+            negative = (
+                self.negative_ttl if negative_ttl is None else check_seconds("negative_ttl", negative_ttl)
+            )
             seconds = seconds if negative is None else negative
         if self.jitter:
             seconds *= 1 - self.jitter * self.random()

@@ -46,7 +46,9 @@ class CappedList:
             raise InvalidArgument("CappedList.push() needs at least one item.")
         for item in items:
             if not isinstance(item, (str, bytes)):
-                raise InvalidArgumentType(f"CappedList items are str or bytes, not {type(item).__name__} {item!r}.")
+                raise InvalidArgumentType(
+                    f"CappedList items are str or bytes, not {type(item).__name__} {item!r}."
+                )
         pipe = self.r.pipeline(transaction=True)
         pipe.lpush(self.key, *items)
         pipe.ltrim(self.key, 0, self.maxlen - 1)  # O(number removed): one item per push, normally

@@ -107,7 +107,9 @@ class Leaderboard:
         result than the member's best leaves the board as it is.
         """
         if not isinstance(scores, Mapping):
-            raise InvalidArgumentType(f"add() takes a mapping of members to scores, not {type(scores).__name__}.")
+            raise InvalidArgumentType(
+                f"add() takes a mapping of members to scores, not {type(scores).__name__}."
+            )
         if not scores:
             raise InvalidArgument("add() needs at least one member: add({'ann': 300})")
         for member, score in scores.items():
@@ -186,7 +188,9 @@ def _whole(value: Any) -> bool:
 
 def _check_member(member: object) -> None:
     if not isinstance(member, str):
-        raise InvalidArgumentType(f"a member is a str (a player's name or id), not {type(member).__name__} {member!r}")
+        raise InvalidArgumentType(
+            f"a member is a str (a player's name or id), not {type(member).__name__} {member!r}"
+        )
 
 
 def _check_score(member: str, score: float) -> None:

@@ -232,7 +232,9 @@ def _check_name(kind: str, name: object) -> None:
 def _check_ttl(ttl: object) -> float:
     seconds = check_seconds("ttl", ttl)
     if seconds < 0.001:
-        raise InvalidArgument(f"ttl must be finite and >= 0.001 seconds, not {ttl!r}: every holder must expire.")
+        raise InvalidArgument(
+            f"ttl must be finite and >= 0.001 seconds, not {ttl!r}: every holder must expire."
+        )
     return seconds
 
 

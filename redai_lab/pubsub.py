@@ -116,8 +116,9 @@ class Listener:
             self._arrived.wait_for(lambda: len(self.messages) >= count or self.dropped > 0, timeout)
             if self.dropped:
                 raise ListenerDataError(
-                    f"{self.dropped} message(s) on {self.channels + self.patterns} were not UTF-8 text and were "
-                    f"dropped: publishers must send text, or listen with a client without decode_responses."
+                    f"{self.dropped} message(s) on {self.channels + self.patterns} were not UTF-8 text "
+                    f"and were dropped: publishers must send text, or listen with a client without "
+                    f"decode_responses."
                 )
             if len(self.messages) < count:
                 raise ListenerTimeout(

@@ -140,7 +140,9 @@ class RateLimiter:
         if not isinstance(name, str):
             raise InvalidArgumentType(f"A limiter's name is a str (e.g. 'api'), not {name!r}.")
         if not name or any(c in name for c in ":{}"):
-            raise InvalidArgument(f"Limiter name {name!r} must be non-empty without ':', '{{' or '}}' (e.g. 'api').")
+            raise InvalidArgument(
+                f"Limiter name {name!r} must be non-empty without ':', '{{' or '}}' (e.g. 'api')."
+            )
         self.limit = check_count("limit", limit, maximum=self.MAX_LIMIT)
         self.period = check_seconds("period", period)
         if self.period < 0.001:
@@ -161,7 +163,9 @@ class RateLimiter:
                 f"{type(identity).__name__} {identity!r}: pass the caller's id, never None or an object."
             )
         if identity == "":
-            raise InvalidArgument("An identity is never empty: an empty one would put every such caller in one bucket.")
+            raise InvalidArgument(
+                "An identity is never empty: an empty one would put every such caller in one bucket."
+            )
         return f"{{rl:{self.name}:{identity}}}:{self.algorithm}"
 
     def hit(self, identity: str | int, cost: int = 1, *, now: float | None = None) -> RateLimitResult:
@@ -173,8 +177,11 @@ class RateLimiter:
         """
         key = self.key(identity)
         cost = check_count("cost", cost, maximum=self.MAX_LIMIT)
-        if now is not None and (isinstance(now, bool) or not isinstance(now, Real) or not 0 <= now <= MAX_NOW):
-            raise InvalidArgument(f"now is simulated seconds since the epoch, from 0 to {MAX_NOW}, not {now!r}.")
+        simulated = isinstance(now, Real) and not isinstance(now, bool)
+        if now is not None and not (simulated and 0 <= now <= MAX_NOW):
+            raise InvalidArgument(
+                f"now is simulated seconds since the epoch, from 0 to {MAX_NOW}, not {now!r}."
+            )
         clock = "" if now is None else round(now * 1_000_000)
         with foreign_data(lambda problem: RateLimitDataError(
             f"{key!r} holds {problem}, not this limiter's state: reset it (limiter.reset({identity!r})) "

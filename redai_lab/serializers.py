@@ -72,7 +72,9 @@ class JsonSerializer:
         except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
             raise SerializationError(f"Stored text is not JSON ({exc}); it was not written by this serializer.") from None
         except RecursionError:
-            raise SerializationError("Stored text is JSON nested too deeply; it was not written by this serializer.") from None
+            raise SerializationError(
+                "Stored text is JSON nested too deeply; it was not written by this serializer."
+            ) from None
 
 
 def _no_constant(name: str) -> Any:

@@ -211,8 +211,8 @@ class SessionStore:
         keys = [self.key(session_id)]
         if user_id is not None:
             keys.append(self.index_key(user_id))
-        args: list[str | int] = [self._idle_ms, self._lifetime_ms, session_id, "" if user_id is None else _user(user_id)]
-        args += self._fields(data or {})
+        owner = "" if user_id is None else _user(user_id)
+        args: list[str | int] = [self._idle_ms, self._lifetime_ms, session_id, owner, *self._fields(data or {})]
         with self._foreign(keys[-1]):  # the new session's key is fresh: only the index can be foreign
             self._create(keys=keys, args=args)
         return session_id
@@ -236,7 +236,8 @@ class SessionStore:
             try:
                 data[name] = self.serializer.loads(value)
             except LabError:
-                raise SessionDataError(_corrupt(key, f"a field {name!r} that {self.serializer.name} cannot read")) from None
+                problem = f"a field {name!r} that {self.serializer.name} cannot read"
+                raise SessionDataError(_corrupt(key, problem)) from None
         return Session(id=session_id, user_id=user, created_at=created_at, expires_at=expires_at, data=data)
 
     def update(self, session_id: str, changes: Mapping[str, Any]) -> None:
@@ -323,11 +324,15 @@ class SessionStore:
 
     def _fields(self, data: Mapping[str, Any]) -> list[str]:
         if not isinstance(data, Mapping):
-            raise InvalidArgumentType(f"session data is a mapping of field names to values, not {type(data).__name__}.")
+            raise InvalidArgumentType(
+                f"session data is a mapping of field names to values, not {type(data).__name__}."
+            )
         flat: list[str] = []
         for name, value in data.items():
             if not isinstance(name, str) or not name or name.startswith("@"):
-                raise InvalidArgument(f"session fields are non-empty str names not starting with '@', got {name!r}")
+                raise InvalidArgument(
+                    f"session fields are non-empty str names not starting with '@', got {name!r}"
+                )
             flat += [name, self.serializer.dumps(value)]
         return flat
 
