@@ -243,7 +243,7 @@ def _check_timeout(timeout: object) -> float | None:
 
 
 def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
+    return round(seconds * 1000)  # >= 1: _check_ttl keeps every ttl at 0.001 s or more
 
 
 class Lock(_Lease):

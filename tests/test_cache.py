@@ -354,6 +354,7 @@ def test_waiters_give_up_after_wait_timeout(r: redis.Redis) -> None:
     cache = Cache(r, "t", wait_timeout=0.2)
     with load_in_flight(cache, "k", lambda: "v"), pytest.raises(CacheWaitTimeout, match="Waited 0.2 s"):
         cache.get_or_load("k", lambda: "never")
+    assert cache.stats.waits == 1  # one call that waited, however many times it polled
     assert cache.get_or_load("k", lambda: "never") == "v"
 
 
@@ -490,6 +491,7 @@ def test_warming_writes_in_chunks_from_a_lazy_iterable(round_trips, redis_url: s
             yield f"exam:{i}", {"id": i}
 
     assert cache.warm(rows(), chunk_size=500) == 2050
+    assert r.get("t:exam:7").split(":")[3] == "0.000"  # no recompute time: never refreshed early
     assert round_trips.total - start == 5
     # Item i is produced only once the chunks before it are written: one chunk in memory.
     assert all(writes == i // 500 for i, writes in enumerate(writes_before))
@@ -512,6 +514,30 @@ def test_stats_count_hits_misses_loads_and_latency(r: redis.Redis) -> None:
     assert (stats.hits, stats.misses, stats.loads) == (2, 2, 2)
     assert stats.hit_ratio == 0.5
     assert stats.mean_hit_ms > 0 and stats.mean_miss_ms > 0
+
+
+def test_a_fresh_value_is_served_while_another_caller_refreshes_it_early(r: redis.Redis) -> None:
+    # XFetch asks for an early refresh (a draw of 1e-12), but another caller holds the lease:
+    # the fresh value is a hit, not a stale serve.
+    cache = Cache(r, "t", random=lambda: 1 - 1e-12)
+    cache.set("k", "v", ttl=60, delta=10.0)
+    r.set(cache.lease_key("k"), "another caller", px=60_000)
+    assert cache.get_or_load("k", lambda: "not me") == "v"
+    assert (cache.stats.hits, cache.stats.stale_served, cache.stats.early_refreshes) == (1, 0, 0)
+
+
+def test_invalidate_deletes_value_and_lease_in_one_transaction(r: redis.Redis, redis_url: str) -> None:
+    cache = Cache(r, "t")
+    assert cache.invalidate() == 0
+    watcher = connect(redis_url, socket_timeout=10)
+    with watcher.monitor() as monitor:
+        r.ping()
+        while monitor.next_command()["command"] != "PING":
+            pass
+        cache.invalidate("a", "b")
+        commands = [monitor.next_command()["command"].split()[0] for _ in range(4)]
+    watcher.close()
+    assert commands == ["MULTI", "DEL", "DEL", "EXEC"]
 
 
 def test_a_value_with_less_than_a_second_left_is_still_a_hit(r: redis.Redis) -> None:

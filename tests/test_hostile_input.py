@@ -348,6 +348,7 @@ def test_cache_calls_check_their_arguments(r) -> None:
     refused(InvalidArgument, lambda: cache.cached(name=""))
     refused(InvalidArgumentType, lambda: cache.lease_key(None))  # type: ignore[arg-type]
     refused(InvalidArgumentType, lambda: cache.warm(["k"]))  # type: ignore[list-item]
+    refused(InvalidArgumentType, lambda: cache.warm([("k", 1, 2)]))  # type: ignore[list-item]
     for rand in (0.0, 1.5, NAN):
         refused(InvalidArgument, lambda rand=rand: should_recompute_early(1.0, 1.0, 1.0, rand))
     assert r.keys("*") == []
@@ -356,11 +357,14 @@ def test_cache_calls_check_their_arguments(r) -> None:
 # -- locks ----------------------------------------------------------------------------------
 
 
-def test_a_lock_key_of_another_type_is_lock_data_error_not_a_wait(r) -> None:
+@pytest.mark.parametrize("fence", [None, "5"])
+def test_a_lock_key_of_another_type_is_lock_data_error_not_a_wait(r, fence: str | None) -> None:
     r.hset("{lock:job}", "field", "planted")
+    if fence:
+        r.set("{lock:job}:fence", fence)
     lock = Lock(r, "job", timeout=60)
-    assert "another Redis type" in refused(LockDataError, lambda: lock.acquire())
-    assert r.hgetall("{lock:job}") == {"field": "planted"} and not r.exists("{lock:job}:fence")
+    assert "lock key of another Redis type" in refused(LockDataError, lambda: lock.acquire())
+    assert r.hgetall("{lock:job}") == {"field": "planted"} and r.get("{lock:job}:fence") == fence
 
 
 def test_a_fencing_counter_that_is_no_number_stops_the_acquire_before_any_write(r) -> None:

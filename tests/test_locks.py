@@ -327,6 +327,7 @@ def test_release_and_extend_leave_another_owners_lock_untouched(r) -> None:
     lock = Lock(r, "owned", ttl=60)
     lock.acquire()
     r.set(lock.key, "another owner's token", px=5000)
+    assert lock.locked() and not lock.owned()
     with pytest.raises(LockNotOwnedError):
         lock.extend(600)
     assert r.get(lock.key) == "another owner's token" and r.pttl(lock.key) <= 5000

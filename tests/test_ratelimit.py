@@ -282,6 +282,24 @@ def test_sliding_window_counter_resets_when_a_single_previous_request_has_decaye
     assert (refused.remaining, refused.reset_after) == (2, 50)  # gone at 120
 
 
+@pytest.mark.parametrize(
+    ("first", "then", "retry"),
+    [
+        ((1, 3), (2, 1), 11.333334),  # this window is full: wait into the next, 10 + 10/3 s
+        ((1, 3), (11, 2), 2.333334),  # the previous 3 must decay to 2: at 10 + 10/3 s
+    ],
+)
+def test_sliding_window_counter_retry_is_rounded_up_to_the_microsecond(r, first, then, retry) -> None:
+    # 10/3 s is no whole number of microseconds: rounding down would answer a moment too soon.
+    limiter = SlidingWindowCounter(r, "round", limit=3 if then[1] == 1 else 4, period=10)
+    limiter.hit("alice", first[1], now=EPOCH + first[0])
+    refused = limiter.hit("alice", then[1], now=EPOCH + then[0])
+    assert not refused.allowed and refused.retry_after == retry
+    at = EPOCH + then[0] + retry
+    assert not limiter.hit("alice", then[1], now=at - 0.000001).allowed
+    assert limiter.hit("alice", then[1], now=at).allowed
+
+
 def test_a_result_cannot_be_changed_after_the_check(r) -> None:
     result = GCRA(r, "frozen", limit=1, period=60).hit("alice")
     with pytest.raises(dataclasses.FrozenInstanceError):
