@@ -295,6 +295,27 @@ def test_an_expired_semaphore_holder_frees_its_slot_and_cannot_release(r) -> Non
     taker.release()
 
 
+def test_an_expired_holder_is_pruned_while_another_keeps_the_set_alive(r) -> None:
+    crashed, alive = Semaphore(r, "mixed", 2, ttl=0.05), Semaphore(r, "mixed", 2, ttl=60)
+    crashed.acquire()
+    alive.acquire()
+    time.sleep(0.1)  # crashed's score is past; the set lives on with alive's expiry
+    assert Semaphore(r, "mixed", 2).acquire(blocking=False)  # crashed's slot was pruned first
+    assert alive.token in r.zrange(alive.key, 0, -1) and crashed.token not in r.zrange(alive.key, 0, -1)
+
+
+def test_a_holders_expiry_is_the_servers_clock_plus_its_ttl(r) -> None:
+    def server_ms() -> int:
+        seconds, micros = r.time()
+        return seconds * 1000 + micros // 1000
+
+    holder = Semaphore(r, "clock", 1, ttl=30)
+    before = server_ms()
+    holder.acquire()
+    after = server_ms()
+    assert before + 30_000 <= r.zscore(holder.key, holder.token) <= after + 30_000
+
+
 def test_semaphore_holders_all_have_a_ttl(r) -> None:
     holders = [Semaphore(r, "ttl", 3, ttl=ttl) for ttl in (5, 20, 10)]
     for holder in holders:
