@@ -165,7 +165,7 @@ def test_garbled_limiter_state_is_refused_and_left_alone(algorithm, field, garba
         r.hset(key, field, garbage)
     before = snapshot(r, key)
     text = refused(RateLimitDataError, lambda: limiter.hit("alice", now=now))
-    assert "not a number this limiter stored" in text
+    assert f"{key!r} holds a field that is not a number this limiter stored, not this limiter's state" in text
     assert snapshot(r, key) == before
 
 

@@ -32,6 +32,8 @@ def test_lifecycle_keeps_types_and_ends_with_logout(r: redis.Redis) -> None:
     store.update(sid, {"visits": 4, "cart": []})
     assert store.get(sid).data == {**DATA, "visits": 4, "cart": []}
     assert r.hget(store.key(sid), "visits") == "4"  # readable with redis-cli: JSON per field
+    store.update(sid, {"city": "Zürich"})
+    assert r.hget(store.key(sid), "city") == '"Zürich"'  # as written, not \u00fc
     assert store.logout(sid) is True and store.logout(sid) is False
     with pytest.raises(SessionNotFound, match="log in again"):
         store.get(sid)
