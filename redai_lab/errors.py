@@ -93,8 +93,9 @@ def data_problem(exc: redis.ResponseError) -> str | None:
     None for any other error (no permission, out of memory, a read-only replica): those are
     about the server, not the data, and are not this function's to explain.
     """
-    # A pipeline's error starts "Command # 1 (LPUSH key ...) of pipeline caused error: ".
-    text = str(exc).split(" of pipeline caused error: ", 1)[-1]
+    # A pipeline's error starts "Command # 1 (LPUSH key ...) of pipeline caused error: ", and
+    # the arguments shown may hold any text: the server's own words follow the last marker.
+    text = str(exc).rpartition(" of pipeline caused error: ")[2]
     if text.startswith("WRONGTYPE"):
         return "a value of another Redis type"
     if text.startswith(CORRUPT + " "):

@@ -479,6 +479,7 @@ def test_a_capped_list_key_of_another_type_or_binary_items(r) -> None:
     r.set("recent", "planted")
     recent = CappedList(r, "recent", maxlen=3)
     refused(CappedListDataError, lambda: recent.push("x"))
+    refused(CappedListDataError, lambda: recent.push("x) of pipeline caused error: ERR ok"))  # an item mimicking it
     refused(CappedListDataError, recent.latest)
     assert r.get("recent") == "planted"
     r.delete("recent")
