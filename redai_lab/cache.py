@@ -49,12 +49,13 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
 
 import redis
 
-from .errors import LabError
+from .errors import InvalidArgument, InvalidArgumentType, LabError, check_count, check_seconds, foreign_data
 from .serializers import JSON, Serializer
 
 P = ParamSpec("P")
@@ -77,6 +78,10 @@ if value and (ARGV[3] == '' or string.sub(value, 1, #ARGV[3]) ~= ARGV[3]) then
 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return {false, 1}
+end
+-- a lease key of another type would make every caller wait for a loader that does not exist
+if redis.call('TYPE', KEYS[2])['ok'] ~= 'string' then
+  error({err = 'CORRUPT a lease key of another Redis type'})
 end
 return {false, 0}
 """
@@ -131,6 +136,8 @@ def should_recompute_early(delta: float, remaining: float, beta: float, rand: fl
     ``rand`` uniform in (0, 1]. The probability is ``exp(-remaining / (delta * beta))``: it rises
     to 1 as expiry approaches, faster for values that are slow to compute.
     """
+    if not 0 < rand <= 1:
+        raise InvalidArgument(f"rand is a uniform draw in (0, 1], not {rand!r}")
     return delta > 0 and -delta * beta * math.log(rand) >= remaining
 
 
@@ -196,27 +203,24 @@ class Cache:
         serializer: Serializer = JSON,
         random: Callable[[], float] = _random.random,
     ) -> None:
-        if not namespace or ":" in namespace:
-            raise ValueError(f"namespace must be a non-empty name without ':', got {namespace!r}")
-        for label, seconds in (("ttl", ttl), ("lease_ttl", lease_ttl), ("wait_timeout", wait_timeout)):
-            if seconds <= 0:
-                raise ValueError(f"{label} must be > 0 seconds, got {seconds!r}")
-        if not 0 <= jitter < 1:
-            raise ValueError(f"jitter is a fraction of the TTL in [0, 1), got {jitter!r}")
-        if beta < 0 or stale_ttl < 0:
-            raise ValueError(f"beta and stale_ttl must be >= 0, got {beta!r} and {stale_ttl!r}")
-        if ":" in serializer.name:
-            raise ValueError(f"a serializer's name may not contain ':', got {serializer.name!r}")
+        if not isinstance(namespace, str) or not namespace or ":" in namespace:
+            raise InvalidArgument(f"namespace must be a non-empty name without ':', got {namespace!r}")
+        if not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
+            raise InvalidArgument(f"jitter is a fraction of the TTL in [0, 1), got {jitter!r}")
+        if not isinstance(beta, (int, float)) or not 0 <= beta < math.inf:
+            raise InvalidArgument(f"beta is XFetch's eagerness, finite and >= 0 (0: off), got {beta!r}")
+        if not isinstance(serializer.name, str) or ":" in serializer.name:
+            raise InvalidArgument(f"a serializer's name is a str without ':', got {serializer.name!r}")
         self.client = client
         self.namespace = namespace
-        self.ttl = ttl
-        self.negative_ttl = negative_ttl
+        self.ttl = check_seconds("ttl", ttl)
+        self.negative_ttl = None if negative_ttl is None else check_seconds("negative_ttl", negative_ttl)
         self.is_negative = is_negative
         self.jitter = jitter
         self.beta = beta
-        self.stale_ttl = stale_ttl
-        self.lease_ttl = lease_ttl
-        self.wait_timeout = wait_timeout
+        self.stale_ttl = check_seconds("stale_ttl", stale_ttl, zero=True)
+        self.lease_ttl = check_seconds("lease_ttl", lease_ttl)
+        self.wait_timeout = check_seconds("wait_timeout", wait_timeout)
         self.serializer = serializer
         self.random = random
         self.stats = CacheStats()
@@ -232,12 +236,17 @@ class Cache:
 
     def entry_key(self, key: str) -> str:
         """The Redis key that holds ``key``'s value."""
+        if not isinstance(key, str):
+            raise InvalidArgumentType(f"a cache key is a str, not {type(key).__name__} {key!r}")
         if not key or key.startswith(LEASE_PREFIX):
-            raise ValueError(f"cache keys are non-empty and do not start with {LEASE_PREFIX!r}, got {key!r}")
+            raise InvalidArgument(
+                f"cache keys are non-empty and do not start with {LEASE_PREFIX!r}, got {key!r}"
+            )
         return f"{self.namespace}:{key}"
 
     def lease_key(self, key: str) -> str:
         """The Redis key of ``key``'s lease (held by the one caller loading it)."""
+        self.entry_key(key)  # the same checks
         return f"{self.namespace}:{LEASE_PREFIX}{key}"
 
     # -- reading ------------------------------------------------------------------------------
@@ -322,10 +331,8 @@ class Cache:
         Ends any lease on ``key``, so a loader that read the old value cannot overwrite this one.
         ``delta`` is the value's recompute time in seconds, for XFetch (0: never early).
         """
-        self._store(
-            keys=[self.entry_key(key), self.lease_key(key)],
-            args=[*self._store_args(""), *self._fields(value, ttl, None, delta)],
-        )
+        fields = self._fields(value, ttl, None, check_seconds("delta", delta, zero=True))
+        self._store(keys=[self.entry_key(key), self.lease_key(key)], args=[*self._store_args(""), *fields])
 
     def invalidate(self, *keys: str) -> int:
         """Invalidate-on-update: delete ``keys``' values and leases (after the source changed).
@@ -348,14 +355,16 @@ class Cache:
         in memory, and the server is busy for one chunk's writes at a time. Returns how many
         values were stored.
         """
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+        check_count("chunk_size", chunk_size)
         iterator = iter(items)
         stored = 0
         while chunk := list(itertools.islice(iterator, chunk_size)):
             keys: list[str] = []
             args = self._store_args("")
-            for key, value in chunk:
+            for item in chunk:
+                if not (isinstance(item, tuple) and len(item) == 2):
+                    raise InvalidArgumentType(f"warm() takes (key, value) pairs, not {item!r}")
+                key, value = item
                 keys += [self.entry_key(key), self.lease_key(key)]
                 args += self._fields(value, ttl, None, 0.0)
             self._store(keys=keys, args=args)
@@ -379,6 +388,9 @@ class Cache:
         connection). See ``CachedFunction``.
         """
 
+        if name is not None and (not isinstance(name, str) or not name):
+            raise InvalidArgument(f"name is a non-empty str, not {name!r}")
+
         def decorate(func: Callable[P, R]) -> CachedFunction[P, R]:
             return CachedFunction(self, func, ttl=ttl, negative_ttl=negative_ttl, name=name, ignore=ignore)
 
@@ -387,10 +399,12 @@ class Cache:
     # -- internals ----------------------------------------------------------------------------
 
     def _get(self, key: str) -> str | None:
-        try:
-            text = self.client.get(self.entry_key(key))
-        except UnicodeDecodeError:  # binary data, e.g. a pickle, read by a decoding client
-            raise self._foreign(key) from None
+        entry = self.entry_key(key)
+        with self._foreign_data(key):
+            try:
+                text = self.client.get(entry)
+            except UnicodeDecodeError:  # binary data, e.g. a pickle, read by a decoding client
+                raise self._foreign(key) from None
         return None if text is None else self._text(key, text)
 
     def _text(self, key: str, text: str | bytes) -> str:
@@ -398,7 +412,7 @@ class Cache:
             try:
                 return text.decode()
             except UnicodeDecodeError:
-                raise self._foreign(key) from None
+                raise self._foreign(key, "bytes that are not UTF-8 text") from None
         return text
 
     def _decode(self, key: str, text: str) -> tuple[Any, float, float]:
@@ -413,16 +427,22 @@ class Cache:
         try:
             expires_ms, delta_ms, payload = text[len(self._header):].split(":", 2)
             remaining = int(expires_ms) / 1000 - time.time()
-            return self.serializer.loads(payload), remaining, float(delta_ms) / 1000
+            delta = float(delta_ms) / 1000
+            if not 0 <= delta < math.inf:
+                raise ValueError(f"a recompute time of {delta_ms} ms")
+            return self.serializer.loads(payload), remaining, delta
         except (LabError, ValueError) as exc:
             raise CacheEntryError(f"{self.entry_key(key)!r} holds a corrupt entry ({exc}); invalidate it.") from None
 
-    def _foreign(self, key: str) -> CacheEntryError:
+    def _foreign(self, key: str, what: str = f"no {MAGIC!r} envelope, possibly a pickle") -> CacheEntryError:
         return CacheEntryError(
-            f"{self.entry_key(key)!r} holds data this cache did not write (no {MAGIC!r} envelope, "
-            f"possibly a pickle); it is never deserialised. Delete it (cache.invalidate({key!r})) "
-            f"or use another namespace."
+            f"{self.entry_key(key)!r} holds data this cache did not write ({what}); it is never "
+            f"deserialised. Delete it (cache.invalidate({key!r})) or use another namespace."
         )
+
+    def _foreign_data(self, key: str) -> AbstractContextManager[None]:
+        """Errors caused by what ``key``'s entry or lease holds become ``CacheEntryError``."""
+        return foreign_data(lambda problem: self._foreign(key, problem))
 
     def _token(self) -> str:
         # Unique among concurrent holders: random per Cache, the pid for forks, a counter per call.
@@ -435,9 +455,9 @@ class Cache:
         up to the payload, is compared: a new write has another expiry time.
         """
         stamp = "" if seen is None else seen[: len(seen) - len(seen.split(":", 4)[-1])]
-        text, won = self._read_or_lease(
-            keys=[self.entry_key(key), self.lease_key(key)], args=[token, self._ms(self.lease_ttl), stamp]
-        )
+        keys = [self.entry_key(key), self.lease_key(key)]
+        with self._foreign_data(key):
+            text, won = self._read_or_lease(keys=keys, args=[token, self._ms(self.lease_ttl), stamp])
         return (None if text is None else self._text(key, text)), bool(won)
 
     def _load(self, key: str, loader: Callable[[], T], token: str, ttl: float | None, negative_ttl: float | None) -> T:
@@ -447,10 +467,14 @@ class Cache:
             fields = self._fields(value, ttl, negative_ttl, time.perf_counter() - started)
         except BaseException:
             if token:  # let a waiting caller take over at once rather than after lease_ttl
-                self._release(keys=[self.lease_key(key)], args=[token])
+                with self._foreign_data(key):
+                    self._release(keys=[self.lease_key(key)], args=[token])
             self._count(load_errors=1)
             raise
-        written = self._store(keys=[self.entry_key(key), self.lease_key(key)], args=self._store_args(token) + fields)
+        with self._foreign_data(key):
+            written = self._store(
+                keys=[self.entry_key(key), self.lease_key(key)], args=self._store_args(token) + fields
+            )
         self._count(loads=1, rejected_writes=0 if written else 1)
         return value
 
@@ -460,12 +484,12 @@ class Cache:
 
     def _fields(self, value: Any, ttl: float | None, negative_ttl: float | None, delta: float) -> list[Any]:
         """The ``_STORE`` arguments of one value: ttl ms, delta ms, payload."""
-        seconds = self.ttl if ttl is None else ttl
+        seconds = self.ttl if ttl is None else check_seconds("ttl", ttl)
         if self.is_negative(value):
-            negative = self.negative_ttl if negative_ttl is None else negative_ttl
+            negative = (
+                self.negative_ttl if negative_ttl is None else check_seconds("negative_ttl", negative_ttl)
+            )
             seconds = seconds if negative is None else negative
-        if seconds <= 0:
-            raise ValueError(f"a TTL must be > 0 seconds, got {seconds!r}; to cache nothing, do not call the cache")
         if self.jitter:
             seconds *= 1 - self.jitter * self.random()
         payload = self.serializer.dumps(value)
@@ -515,14 +539,14 @@ class CachedFunction(Generic[P, R]):
         functools.update_wrapper(self, func)
         self.cache = cache
         self.func = func
-        self.ttl = ttl
-        self.negative_ttl = negative_ttl
+        self.ttl = None if ttl is None else check_seconds("ttl", ttl)
+        self.negative_ttl = None if negative_ttl is None else check_seconds("negative_ttl", negative_ttl)
         self.name = name or f"{func.__module__}.{func.__qualname__}"
         self.ignore = frozenset(ignore)
         self._signature = inspect.signature(func)
         unknown = self.ignore - set(self._signature.parameters)
         if unknown:
-            raise ValueError(f"ignore names no parameter of {self.name}: {sorted(unknown)}")
+            raise InvalidArgument(f"ignore names no parameter of {self.name}: {sorted(unknown)}")
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The cache key (relative to the namespace) of this call."""

@@ -16,6 +16,10 @@
 Blocking acquires wait with exponential backoff and jitter until a deadline on
 ``time.monotonic()``. Every acquire attempt, release and extend is one round trip (``EVALSHA``).
 
+A key holding what this module did not write (another type, a fencing counter or token that is
+no number) answers ``LockDataError`` before anything is written; TTLs and timeouts must be
+finite (``timeout=None`` waits for ever).
+
 These give mutual exclusion on one Redis server while it stays up. Replication is asynchronous:
 after a failover the new primary may not know a lock was taken. See the lesson
 ``16_distributed_locks`` for what that means and where Redlock and fencing fit.
@@ -23,18 +27,17 @@ after a failover the new primary may not know a lock was taken. See the lesson
 
 from __future__ import annotations
 
-import math
 import random
 import secrets
 import threading
 import time
+from contextlib import AbstractContextManager
 from types import EllipsisType, TracebackType
 from typing import TYPE_CHECKING
 
 import redis
 
-from .connection import connect
-from .errors import LabError
+from .errors import InvalidArgument, InvalidArgumentType, LabError, check_count, check_seconds, foreign_data
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FencedStorage",
     "Lock",
+    "LockDataError",
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
@@ -53,6 +57,10 @@ __all__ = [
 
 class LockError(LabError):
     """Base class of the errors of this module."""
+
+
+class LockDataError(LockError):
+    """A lock's, semaphore's or fenced value's key holds what this module did not write."""
 
 
 class LockNotOwnedError(LockError):
@@ -82,16 +90,14 @@ class _Lease:
 
     kind = "lease"
 
+    key: str
+
     def __init__(self, r: redis.Redis, name: str, *, ttl: float, timeout: float | None, auto_renew: bool) -> None:
-        if not name:
-            raise ValueError(f"A {self.kind} needs a non-empty name.")
-        _check_ttl(ttl)
-        if timeout is not None and not timeout >= 0:
-            raise ValueError(f"timeout must be >= 0 seconds (or None to wait for ever), not {timeout!r}.")
+        _check_name(self.kind, name)
         self.r = r
         self.name = name
-        self.ttl = ttl
-        self.timeout = timeout
+        self.ttl = _check_ttl(ttl)
+        self.timeout = _check_timeout(timeout)
         self.auto_renew = auto_renew
         self.token: str | None = None
         self._renewer: threading.Thread | None = None
@@ -121,12 +127,11 @@ class _Lease:
                 f"{self!r} is already held by this object and is not reentrant: release it first, "
                 f"or use one {type(self).__name__} object per holder."
             )
-        if timeout is ...:
-            timeout = self.timeout
+        timeout = self.timeout if timeout is ... else _check_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         token = secrets.token_hex(16)  # 128 random bits: no other holder can guess or repeat it
         delay = BACKOFF_FIRST
-        while not self._try_acquire(token):
+        while not self._attempt(token):
             left = None if deadline is None else deadline - time.monotonic()
             if not blocking or (left is not None and left <= 0):
                 return False
@@ -145,7 +150,9 @@ class _Lease:
             raise LockNotOwnedError(f"{self!r} was not acquired by this object (or was already released).")
         self.token = None
         self._stop_renewer()
-        if not self._release(token):
+        with self._foreign():
+            released = self._release(token)
+        if not released:
             raise LockNotOwnedError(self._lost())
 
     def extend(self, ttl: float | None = None) -> None:
@@ -153,10 +160,22 @@ class _Lease:
         token = self.token
         if token is None:
             raise LockNotOwnedError(f"{self!r} was not acquired by this object (or was already released).")
-        if ttl is not None:
-            _check_ttl(ttl)
-        if not self._extend(token, _ms(self.ttl if ttl is None else ttl)):
+        ttl_ms = _ms(self.ttl if ttl is None else _check_ttl(ttl))
+        with self._foreign():
+            extended = self._extend(token, ttl_ms)
+        if not extended:
             raise LockNotOwnedError(self._lost())
+
+    def _attempt(self, token: str) -> bool:
+        with self._foreign():
+            return self._try_acquire(token)
+
+    def _foreign(self) -> AbstractContextManager[None]:
+        """Errors caused by what this lease's keys hold become ``LockDataError``."""
+        return foreign_data(lambda problem: LockDataError(
+            f"{type(self).__name__} {self.name!r}: {self.key!r} holds {problem}, not this module's: "
+            f"delete it if nothing else uses it, or choose another name."
+        ))
 
     def _lost(self) -> str:
         return (
@@ -178,7 +197,9 @@ class _Lease:
             try:
                 if not self._extend(token, _ms(self.ttl)):
                     return  # lost it: release() will say so
-            except redis.RedisError:
+            except redis.ResponseError:  # the key now holds another type: lost, as above
+                return
+            except redis.RedisError:  # a lost connection: try again at the next third
                 continue
 
     def _stop_renewer(self) -> None:
@@ -201,13 +222,28 @@ class _Lease:
         self.release()
 
 
-def _check_ttl(ttl: float) -> None:
-    if not 0.001 <= ttl < math.inf:
-        raise ValueError(f"ttl must be finite and >= 0.001 seconds, not {ttl!r}: every holder must expire.")
+def _check_name(kind: str, name: object) -> None:
+    if not isinstance(name, str):
+        raise InvalidArgumentType(f"A {kind}'s name is a str, not {type(name).__name__} {name!r}.")
+    if not name:
+        raise InvalidArgument(f"A {kind} needs a non-empty name.")
+
+
+def _check_ttl(ttl: object) -> float:
+    seconds = check_seconds("ttl", ttl)
+    if seconds < 0.001:
+        raise InvalidArgument(
+            f"ttl must be finite and >= 0.001 seconds, not {ttl!r}: every holder must expire."
+        )
+    return seconds
+
+
+def _check_timeout(timeout: object) -> float | None:
+    return None if timeout is None else check_seconds("timeout (None waits for ever)", timeout, zero=True)
 
 
 def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
+    return round(seconds * 1000)  # >= 1: _check_ttl keeps every ttl at 0.001 s or more
 
 
 class Lock(_Lease):
@@ -221,9 +257,18 @@ class Lock(_Lease):
     kind = "lock"
 
     # KEYS: lock, fencing counter. ARGV: token, ttl (ms). Returns the fencing token, 0 when taken.
+    # A counter that is no number, or a lock key of another type (which would look taken for
+    # ever), stops the script before anything is written.
     ACQUIRE = """
+local fence = redis.call('GET', KEYS[2])
+if fence and not string.match(fence, '^%d+$') then
+  error({err = 'CORRUPT a fencing counter that is not a whole number'})
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return redis.call('INCR', KEYS[2])
+end
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
+  error({err = 'CORRUPT a lock key of another Redis type'})
 end
 return 0
 """
@@ -270,7 +315,8 @@ return 0
 
     def owned(self) -> bool:
         """True when this object holds the lock (one GET)."""
-        value = self.r.get(self.key)
+        with self._foreign():
+            value = self.r.get(self.key)
         return self.token is not None and value in (self.token, self.token.encode())
 
 
@@ -281,13 +327,16 @@ class FencedStorage:
 
     # KEYS: the storage hash. ARGV: token, value. Returns 0 when written, else the newest token.
     WRITE = """
-local newest = tonumber(redis.call('HGET', KEYS[1], 'token'))
+local stored = redis.call('HGET', KEYS[1], 'token')
+local newest = tonumber(stored)
+if stored and not newest then error({err = 'CORRUPT a token field that is not a number'}) end
 if newest and tonumber(ARGV[1]) < newest then return newest end
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'value', ARGV[2])
 return 0
 """
 
     def __init__(self, r: redis.Redis, name: str) -> None:
+        _check_name("fenced storage", name)
         self.r = r
         self.name = name
         self.key = f"{{fenced:{name}}}"
@@ -295,7 +344,11 @@ return 0
 
     def write(self, value: str, token: int) -> None:
         """Store ``value`` written under fencing token ``token``; ``StaleTokenError`` if stale."""
-        newest = int(self._write(keys=[self.key], args=[token, value]))
+        if not isinstance(value, str):
+            raise InvalidArgumentType(f"A fenced value is a str, not {type(value).__name__}.")
+        check_count("A fencing token", token)
+        with self._foreign():
+            newest = int(self._write(keys=[self.key], args=[token, value]))
         if newest:
             raise StaleTokenError(
                 f"Write to {self.name!r} with fencing token {token} refused: token {newest} has "
@@ -303,8 +356,16 @@ return 0
             )
 
     def read(self) -> str | None:
-        value = self.r.hget(self.key, "value")
-        return value.decode() if isinstance(value, bytes) else value
+        """The value last written (None before any write)."""
+        with self._foreign():
+            value = self.r.hget(self.key, "value")
+            return value.decode() if isinstance(value, bytes) else value
+
+    def _foreign(self) -> AbstractContextManager[None]:
+        return foreign_data(lambda problem: LockDataError(
+            f"FencedStorage {self.name!r}: {self.key!r} holds {problem}, not this module's: delete it "
+            f"if nothing else uses it, or choose another name."
+        ))
 
 
 class Semaphore(_Lease):
@@ -352,8 +413,7 @@ return 1
         self, r: redis.Redis, name: str, limit: int, *, ttl: float = 10.0, timeout: float | None = 10.0,
         auto_renew: bool = False,
     ) -> None:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"A semaphore's limit must be a whole number of holders >= 1, not {limit!r}.")
+        check_count("A semaphore's limit (holders)", limit)
         super().__init__(r, name, ttl=ttl, timeout=timeout, auto_renew=auto_renew)
         self.limit = limit
         self.key = f"{{sem:{name}}}"
@@ -380,7 +440,8 @@ def contend(url: str, name: str, *, hold: float = 0.0, locked: bool = True) -> N
     machine) to the list ``{name}:sections``. With a working lock the sections never overlap
     and no increment is lost.
     """
-    r = connect(url)
+    check_seconds("hold", hold, zero=True)
+    r = redis.Redis.from_url(url, decode_responses=True)
     lock = Lock(r, name, ttl=30, timeout=60)
     if locked and not lock.acquire():
         raise LockTimeoutError(f"contend: lock {name!r} not acquired within 60s")

@@ -28,6 +28,12 @@ Design (the same for all five):
 * ``cost`` above ``limit`` can never be admitted: the check answers ``allowed=False`` with
   ``retry_after=math.inf`` (an HTTP service answers 413 or 429 without ``Retry-After``) and
   consumes nothing.
+* An identity is a non-empty ``str`` or an ``int``; anything else (``None``, an object, ``True``)
+  is refused with ``InvalidArgumentType``: ``None`` would put every such caller in one shared
+  bucket and an object's ``repr`` a new, never-limited bucket per call, and a bool is a flag
+  passed by mistake, not somebody's id.
+* A key holding anything but this limiter's state (another type, text that is no number)
+  answers ``RateLimitDataError``; the script stops before writing, so nothing foreign is changed.
 """
 
 from __future__ import annotations
@@ -35,19 +41,35 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass
+from numbers import Real
 from typing import ClassVar
 
 import redis
 
+from .errors import InvalidArgument, InvalidArgumentType, LabError, check_count, check_seconds, foreign_data
+
 __all__ = [
     "GCRA",
     "FixedWindow",
+    "RateLimitDataError",
+    "RateLimitError",
     "RateLimitResult",
     "RateLimiter",
     "SlidingLog",
     "SlidingWindowCounter",
     "TokenBucket",
 ]
+
+# A simulated clock is seconds since the epoch whose microseconds are exact in a Lua number.
+MAX_NOW = 2**53 // 1_000_000
+
+
+class RateLimitError(LabError):
+    """Base class of the rate limiters' errors."""
+
+
+class RateLimitDataError(RateLimitError):
+    """An identity's key holds something this limiter did not write; it is left as it is."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +111,16 @@ end
 local function num(x) return string.format('%.17g', x) end
 -- PEXPIRE takes whole milliseconds, and 0 would delete the key at once.
 local function ms(us) return num(math.max(1, math.ceil((us + slack) / 1000))) end
+-- A number this limiter stored (nil when absent). Anything else was written by someone else:
+-- stop before deciding or writing anything.
+local function stored(value)
+  if not value then return nil end
+  local n = tonumber(value)
+  if not n or n ~= n or n < 0 or n == math.huge then
+    error({err = 'CORRUPT a field that is not a number this limiter stored'})
+  end
+  return n
+end
 """
 
 
@@ -102,25 +134,38 @@ class RateLimiter:
     algorithm: ClassVar[str]  # key suffix, e.g. "gcra"
     LUA: ClassVar[str]  # the script's body, after _PROLOGUE
 
+    MAX_LIMIT: ClassVar[int] = 2**53  # counts stay exact in a Lua number
+
     def __init__(self, r: redis.Redis, name: str, *, limit: int, period: float) -> None:
+        if not isinstance(name, str):
+            raise InvalidArgumentType(f"A limiter's name is a str (e.g. 'api'), not {name!r}.")
         if not name or any(c in name for c in ":{}"):
-            raise ValueError(f"Limiter name {name!r} must be non-empty without ':', '{{' or '}}' (e.g. 'api').")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise ValueError(f"limit must be a whole number of requests >= 1, not {limit!r}.")
-        if not period > 0 or round(period * 1_000_000) < 1000:
-            raise ValueError(f"period must be at least 0.001 seconds, not {period!r}.")
+            raise InvalidArgument(
+                f"Limiter name {name!r} must be non-empty without ':', '{{' or '}}' (e.g. 'api')."
+            )
+        self.limit = check_count("limit", limit, maximum=self.MAX_LIMIT)
+        self.period = check_seconds("period", period)
+        if self.period < 0.001:
+            raise InvalidArgument(f"period must be at least 0.001 seconds, not {period!r}.")
         self.r = r
         self.name = name
-        self.limit = limit
-        self.period = period
-        self._period_us = round(period * 1_000_000)
+        self._period_us = round(self.period * 1_000_000)
         self._script = r.register_script(_PROLOGUE + self.LUA)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, limit={self.limit}, period={self.period})"
 
     def key(self, identity: str | int) -> str:
-        """The key holding ``identity``'s state."""
+        """The key holding ``identity``'s state (``InvalidArgumentType`` for no str or int)."""
+        if isinstance(identity, bool) or not isinstance(identity, (str, int)):
+            raise InvalidArgumentType(
+                f"An identity is a str or an int (a user id, an API key, an address), not "
+                f"{type(identity).__name__} {identity!r}: pass the caller's id, never None or an object."
+            )
+        if identity == "":
+            raise InvalidArgument(
+                "An identity is never empty: an empty one would put every such caller in one bucket."
+            )
         return f"{{rl:{self.name}:{identity}}}:{self.algorithm}"
 
     def hit(self, identity: str | int, cost: int = 1, *, now: float | None = None) -> RateLimitResult:
@@ -130,13 +175,21 @@ class RateLimiter:
         traffic and for lessons, never in production, where client clocks disagree. Keys
         written on a simulated clock live a minute longer than their TTL.
         """
-        if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
-            raise ValueError(f"cost must be a whole number >= 1, not {cost!r}.")
+        key = self.key(identity)
+        cost = check_count("cost", cost, maximum=self.MAX_LIMIT)
+        simulated = isinstance(now, Real) and not isinstance(now, bool)
+        if now is not None and not (simulated and 0 <= now <= MAX_NOW):
+            raise InvalidArgument(
+                f"now is simulated seconds since the epoch, from 0 to {MAX_NOW}, not {now!r}."
+            )
         clock = "" if now is None else round(now * 1_000_000)
-        allowed, remaining, retry_us, reset_us = self._script(
-            keys=[self.key(identity)],
-            args=[self.limit, self._period_us, cost, clock, *self._extra_args()],
-        )
+        with foreign_data(lambda problem: RateLimitDataError(
+            f"{key!r} holds {problem}, not this limiter's state: reset it (limiter.reset({identity!r})) "
+            f"if nothing else uses that key, or give the limiter another name."
+        )):
+            allowed, remaining, retry_us, reset_us = self._script(
+                keys=[key], args=[self.limit, self._period_us, cost, clock, *self._extra_args()]
+            )
         return RateLimitResult(
             allowed=bool(allowed),
             remaining=max(0, int(remaining)),
@@ -162,7 +215,7 @@ local start = now - now % period
 local reset = start + period - now
 local state = redis.call('HMGET', KEYS[1], 'window', 'count')
 local used = 0
-if tonumber(state[1]) == start then used = tonumber(state[2]) end
+if stored(state[1]) == start then used = stored(state[2]) or 0 end
 if cost > limit then return {0, limit - used, -1, reset} end
 if used + cost > limit then return {0, limit - used, reset, reset} end
 -- The window's start is stored with its count: a count from an older window never leaks in,
@@ -175,9 +228,11 @@ return {1, limit - used - cost, 0, reset}
 
 class SlidingLog(RateLimiter):
     """Exact: a sorted set of the admitted requests' times, so any ``period``-long span holds at
-    most ``limit``. Memory grows with ``limit`` (one entry per admitted unit)."""
+    most ``limit``. Memory grows with ``limit`` (one entry per admitted unit), and a check adds
+    ``cost`` entries while the server waits: ``limit`` is at most 1,000,000."""
 
     algorithm = "log"
+    MAX_LIMIT = 1_000_000
     # Members must be unique: the seed used the timestamp itself, so requests in the same second
     # overwrote each other and were undercounted. A random token per check (ARGV[5]) fixes it.
     LUA = """
@@ -214,12 +269,12 @@ class SlidingWindowCounter(RateLimiter):
     LUA = """
 local start = now - now % period
 local state = redis.call('HMGET', KEYS[1], 'window', 'current', 'previous')
-local window = tonumber(state[1])
+local window = stored(state[1])
 local current, previous = 0, 0
 if window == start then
-  current, previous = tonumber(state[2]), tonumber(state[3])
+  current, previous = stored(state[2]) or 0, stored(state[3]) or 0
 elseif window == start - period then
-  previous = tonumber(state[2])
+  previous = stored(state[2]) or 0
 end
 local elapsed = now - start
 local used = previous * (period - elapsed) / period + current
@@ -254,9 +309,9 @@ class TokenBucket(RateLimiter):
     algorithm = "bucket"
     LUA = """
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'time')
-local stored, since = tonumber(state[1]) or limit, tonumber(state[2]) or now
+local held, since = stored(state[1]) or limit, stored(state[2]) or now
 -- the tokens at time t, by the one formula every check uses
-local function tokens_at(t) return math.min(limit, stored + math.max(0, t - since) * limit / period) end
+local function tokens_at(t) return math.min(limit, held + math.max(0, t - since) * limit / period) end
 local tokens = tokens_at(now)
 -- µs until `want` tokens are there. The exact quotient can fall a rounding error short of `want`
 -- in floating point: step on until the formula itself says so, so a client that waits passes.
@@ -267,9 +322,9 @@ local function refill(want)
 end
 if cost > limit then return {0, math.floor(tokens), -1, refill(limit)} end
 if tokens < cost then return {0, math.floor(tokens), refill(cost), refill(limit)} end
-stored, since = tokens - cost, now
-tokens = stored
-redis.call('HSET', KEYS[1], 'tokens', num(stored), 'time', num(since))
+held, since = tokens - cost, now
+tokens = held
+redis.call('HSET', KEYS[1], 'tokens', num(held), 'time', num(since))
 -- once full again the bucket equals a missing key, so the key may go then
 local reset = refill(limit)
 redis.call('PEXPIRE', KEYS[1], ms(reset))
@@ -290,7 +345,7 @@ class GCRA(RateLimiter):
     LUA = """
 local interval = math.ceil(period / limit)
 local burst = interval * limit
-local tat = math.max(tonumber(redis.call('GET', KEYS[1])) or now, now)
+local tat = math.max(stored(redis.call('GET', KEYS[1])) or now, now)
 local new_tat = tat + cost * interval
 if cost > limit then return {0, math.floor((burst - (tat - now)) / interval), -1, tat - now} end
 if new_tat - now > burst then

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from .errors import LabError
+from .errors import InvalidArgumentType, LabError
 
 
 class SerializationError(LabError, TypeError):
@@ -36,11 +36,17 @@ class JsonSerializer:
     name = "json"
 
     def __init__(self, *, strict: bool = True) -> None:
+        if not isinstance(strict, bool):
+            raise InvalidArgumentType(f"strict is True or False, not {strict!r}.")
         self.strict = strict
 
     def dumps(self, value: Any) -> str:
         try:
             text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except RecursionError:
+            raise SerializationError(
+                f"{type(value).__name__} value is nested too deeply for JSON: store flatter data."
+            ) from None
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"{type(value).__name__} value is not JSON ({exc}): store plain data "
@@ -56,10 +62,23 @@ class JsonSerializer:
         return text
 
     def loads(self, text: str) -> Any:
+        """The value ``text`` holds; ``SerializationError`` for anything ``dumps`` cannot have written.
+
+        That includes NaN and Infinity (``dumps`` refuses them) and nesting deeper than Python's
+        recursion limit: planted text never escapes as a raw ``ValueError`` or ``RecursionError``.
+        """
         try:
-            return json.loads(text)
-        except ValueError as exc:
+            return json.loads(text, parse_constant=_no_constant)
+        except (ValueError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
             raise SerializationError(f"Stored text is not JSON ({exc}); it was not written by this serializer.") from None
+        except RecursionError:
+            raise SerializationError(
+                "Stored text is JSON nested too deeply; it was not written by this serializer."
+            ) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is no JSON value")
 
 
 JSON = JsonSerializer()

@@ -17,7 +17,13 @@ past their deadline whenever a session is added (``ZREMRANGEBYSCORE``).
 
 Ids come from ``secrets.token_urlsafe(32)``: 256 random bits, 43 characters; anything else is
 answered like an unknown id, so a crafted id cannot address another key. Every script names
-its keys in ``KEYS``.
+its keys in ``KEYS``. A user id is a non-empty ``str`` or an ``int`` (not a bool).
+
+A key holding what this store did not write (another type, a hash without a usable deadline or
+creation time, a field that is not JSON, bytes that are not text, a pickle: never unpickled)
+answers ``SessionDataError``, a ``SessionNotFound``: the caller treats the session as ended,
+and the message says what was wrong. Nothing is changed or deleted on the way. Messages show
+no more than the first characters of a session id: ids are secrets, and messages reach logs.
 
 Commands: HGETALL O(fields); HSET O(fields set); PEXPIRE, RENAME, DEL O(1) (DEL of a hash
 O(fields)); ZADD, ZREM O(log n); ZREMRANGEBYSCORE O(log n + removed).
@@ -28,12 +34,13 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from .errors import LabError
+from .errors import InvalidArgument, InvalidArgumentType, LabError, check_seconds, foreign_data
 from .serializers import JSON, Serializer
 
 ID_BYTES = 32  # 256 bits: OWASP asks for at least 64 bits of entropy
@@ -46,10 +53,27 @@ local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 """
 
+# A session's deadline (ms), nil when it is gone. A hash without a usable one was not written
+# by this store: stop, changing nothing.
+_DEADLINE = """
+local function deadline_of(key)
+  local value = redis.call('HGET', key, '@deadline')
+  if not value then
+    if redis.call('EXISTS', key) == 1 then error({err = 'CORRUPT a hash without a @deadline field'}) end
+    return nil
+  end
+  local deadline = tonumber(value)
+  if not deadline or deadline ~= deadline or math.abs(deadline) == math.huge then
+    error({err = 'CORRUPT a @deadline that is not a time in ms'})
+  end
+  return deadline
+end
+"""
+
 # KEYS[1] a session; ARGV[1] idle ms. Stops the script with nil when the session is gone, else
 # sets its TTL to the idle timeout, capped by the absolute deadline.
-_SLIDE = """
-local deadline = tonumber(redis.call('HGET', KEYS[1], '@deadline'))
+_SLIDE = _DEADLINE + """
+local deadline = deadline_of(KEYS[1])
 if not deadline then
   return false
 end
@@ -101,8 +125,8 @@ return 1
 
 # KEYS: old session, new session, [user index]. ARGV: idle ms, old id, new id, owner read
 # before ('' = none), user to log in ('' = keep). 1 done, 0 session gone, -1 owner changed.
-_ROTATE = _NOW + _INDEX + """
-local deadline = tonumber(redis.call('HGET', KEYS[1], '@deadline'))
+_ROTATE = _NOW + _INDEX + _DEADLINE + """
+local deadline = deadline_of(KEYS[1])
 if not deadline or deadline <= now then
   return 0
 end
@@ -130,6 +154,10 @@ class SessionNotFound(SessionError):
     """No live session has this id: unknown, expired, rotated away or logged out."""
 
 
+class SessionDataError(SessionNotFound):
+    """A session's key (or a user's index) holds what this store did not write: no live session."""
+
+
 @dataclass(frozen=True)
 class Session:
     """One session as read: its data and bookkeeping (times in seconds, server clock)."""
@@ -153,12 +181,12 @@ class SessionStore:
         max_lifetime: float = 86400.0,
         serializer: Serializer = JSON,
     ) -> None:
-        if idle_ttl <= 0 or max_lifetime <= 0:
-            raise ValueError(f"idle_ttl and max_lifetime must be > 0 seconds, got {idle_ttl!r}, {max_lifetime!r}")
+        if not isinstance(prefix, str) or not prefix:
+            raise InvalidArgument(f"prefix is a non-empty str, e.g. 'session', not {prefix!r}.")
         self.client = client
         self.prefix = prefix
-        self.idle_ttl = idle_ttl
-        self.max_lifetime = max_lifetime
+        self.idle_ttl = check_seconds("idle_ttl", idle_ttl)
+        self.max_lifetime = check_seconds("max_lifetime", max_lifetime)
         self.serializer = serializer
         self._idle_ms = max(1, round(idle_ttl * 1000))
         self._lifetime_ms = max(1, round(max_lifetime * 1000))
@@ -175,10 +203,7 @@ class SessionStore:
 
     def index_key(self, user_id: str | int) -> str:
         """The sorted set of a user's session ids."""
-        user = str(user_id)
-        if not user:
-            raise ValueError("user_id must be a non-empty string or an int")
-        return f"{self.prefix}:user:{user}"
+        return f"{self.prefix}:user:{_user(user_id)}"
 
     def create(self, data: Mapping[str, Any] | None = None, *, user_id: str | int | None = None) -> str:
         """A new session holding ``data`` (anonymous unless ``user_id``); returns its id."""
@@ -186,39 +211,44 @@ class SessionStore:
         keys = [self.key(session_id)]
         if user_id is not None:
             keys.append(self.index_key(user_id))
-        self._create(
-            keys=keys,
-            args=[
-                self._idle_ms,
-                self._lifetime_ms,
-                session_id,
-                "" if user_id is None else str(user_id),
-                *self._fields(data or {}),
-            ],
-        )
+        owner = "" if user_id is None else _user(user_id)
+        args: list[str | int] = [self._idle_ms, self._lifetime_ms, session_id, owner, *self._fields(data or {})]
+        with self._foreign(keys[-1]):  # the new session's key is fresh: only the index can be foreign
+            self._create(keys=keys, args=args)
         return session_id
 
     def get(self, session_id: str) -> Session:
         """The session, its idle TTL refreshed in the same round trip; ``SessionNotFound`` if gone."""
-        reply = self._touch(keys=[self.key(session_id)], args=[self._idle_ms])
-        if reply is None:
-            raise self._not_found()
-        flat = [_text(item) for item in reply]
+        key = self.key(session_id)
+        with self._foreign(key):
+            reply = self._touch(keys=[key], args=[self._idle_ms])
+            if reply is None:
+                raise self._not_found()
+            flat = [_text(item) for item in reply]
         fields = dict(zip(flat[::2], flat[1::2]))
-        return Session(
-            id=session_id,
-            user_id=fields.pop(USER, None),
-            created_at=int(fields.pop(CREATED)) / 1000,
-            expires_at=int(fields.pop(DEADLINE)) / 1000,
-            data={name: self.serializer.loads(value) for name, value in fields.items()},
-        )
+        user = fields.pop(USER, None)
+        try:
+            created_at, expires_at = int(fields.pop(CREATED)) / 1000, int(fields.pop(DEADLINE)) / 1000
+        except (KeyError, ValueError):
+            raise SessionDataError(_corrupt(key, "no @created and @deadline times in ms")) from None
+        data = {}
+        for name, value in fields.items():
+            try:
+                data[name] = self.serializer.loads(value)
+            except LabError:
+                problem = f"a field {name!r} that {self.serializer.name} cannot read"
+                raise SessionDataError(_corrupt(key, problem)) from None
+        return Session(id=session_id, user_id=user, created_at=created_at, expires_at=expires_at, data=data)
 
     def update(self, session_id: str, changes: Mapping[str, Any]) -> None:
         """Set the given fields only (other fields, written concurrently, are kept); slides the TTL."""
         if not changes:
-            raise ValueError("update needs at least one field to set")
-        if self._update(keys=[self.key(session_id)], args=[self._idle_ms, *self._fields(changes)]) is None:
-            raise self._not_found()
+            raise InvalidArgument("update needs at least one field to set")
+        key = self.key(session_id)
+        args: list[str | int] = [self._idle_ms, *self._fields(changes)]
+        with self._foreign(key):
+            if self._update(keys=[key], args=args) is None:
+                raise self._not_found()
 
     def rotate(self, session_id: str, *, user_id: str | int | None = None) -> str:
         """A new id for the session, same data and deadline; the old id is dead at once.
@@ -227,9 +257,10 @@ class SessionStore:
         privileges change, so an id planted or seen before (session fixation) is worthless.
         """
         old = self.key(session_id)
-        stored_owner = self.client.hget(old, USER)
-        owner = None if stored_owner is None else _text(stored_owner)
-        login = None if user_id is None else str(user_id)
+        with self._foreign(old):
+            stored_owner = self.client.hget(old, USER)
+            owner = None if stored_owner is None else _text(stored_owner)
+        login = None if user_id is None else _user(user_id)
         if owner is not None and login is not None and login != owner:
             raise SessionError(
                 "This session belongs to another user: log it out and create a new one rather than "
@@ -239,7 +270,8 @@ class SessionStore:
         user = owner or login
         keys = [old, self.key(new_id)] + ([self.index_key(user)] if user else [])
         args: list[str | int] = [self._idle_ms, session_id, new_id, owner or "", login if owner is None and login else ""]
-        result = self._rotate(keys=keys, args=args)
+        with self._foreign(*keys):
+            result = self._rotate(keys=keys, args=args)
         if result == 0:
             raise self._not_found()
         if result == -1:
@@ -253,7 +285,8 @@ class SessionStore:
     def sessions_of(self, user_id: str | int) -> list[str]:
         """The ids of a user's live sessions; ids of ended ones are dropped from the index."""
         index = self.index_key(user_id)
-        ids = [_text(i) for i in self.client.zrange(index, 0, -1)]
+        with self._foreign(index):
+            ids = self._ids(index, self.client.zrange(index, 0, -1))
         pipe = self.client.pipeline(transaction=False)
         for session_id in ids:
             pipe.exists(self.key(session_id))
@@ -272,26 +305,63 @@ class SessionStore:
         index = self.index_key(user_id)
 
         def end_all(pipe: redis.client.Pipeline) -> None:
-            ids = pipe.zrange(index, 0, -1)
+            ids = self._ids(index, pipe.zrange(index, 0, -1))
             pipe.multi()
             if ids:
-                pipe.delete(*(f"{self.prefix}:{_text(i)}" for i in ids))
+                pipe.delete(*(self.key(i) for i in ids))
                 pipe.zrem(index, *ids)
 
-        replies = self.client.transaction(end_all, index)
+        with self._foreign(index):
+            replies = self.client.transaction(end_all, index)
         return int(replies[0]) if replies else 0
 
+    def _ids(self, index: str, members: list[Any]) -> list[str]:
+        """The session ids of an index; a member that is none was not put there by this store."""
+        ids = [_text(member) for member in members]
+        if not all(_ID.fullmatch(i) for i in ids):
+            raise SessionDataError(_corrupt(index, "members that are not session ids"))
+        return ids
+
     def _fields(self, data: Mapping[str, Any]) -> list[str]:
+        if not isinstance(data, Mapping):
+            raise InvalidArgumentType(
+                f"session data is a mapping of field names to values, not {type(data).__name__}."
+            )
         flat: list[str] = []
         for name, value in data.items():
             if not isinstance(name, str) or not name or name.startswith("@"):
-                raise ValueError(f"session fields are non-empty str names not starting with '@', got {name!r}")
+                raise InvalidArgument(
+                    f"session fields are non-empty str names not starting with '@', got {name!r}"
+                )
             flat += [name, self.serializer.dumps(value)]
         return flat
 
     @staticmethod
+    def _foreign(*keys: str) -> AbstractContextManager[None]:
+        """Errors caused by what ``keys`` hold become ``SessionDataError``."""
+        return foreign_data(lambda problem: SessionDataError(_corrupt(" or ".join(keys), problem)))
+
+    @staticmethod
     def _not_found() -> SessionNotFound:
         return SessionNotFound("No such session (unknown, expired or logged out): log in again.")
+
+
+def _user(user_id: object) -> str:
+    """A user id as the store writes it: a non-empty str, or an int's digits."""
+    if isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
+        raise InvalidArgumentType(f"user_id is a str or an int, not {type(user_id).__name__} {user_id!r}.")
+    if user_id == "":
+        raise InvalidArgument("user_id is never empty.")
+    return str(user_id)
+
+
+def _corrupt(keys: str, problem: str) -> str:
+    # Session ids are secrets and messages end up in logs: show only the first characters.
+    shown = re.sub(r"([A-Za-z0-9_-]{6})[A-Za-z0-9_-]{37}", r"\1…", keys)
+    return (
+        f"{shown} holds {problem}: not written by this store, so it is no live session "
+        f"(treat the user as logged out; delete the key if nothing else uses it)."
+    )
 
 
 def _text(value: Any) -> str:

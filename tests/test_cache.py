@@ -4,6 +4,7 @@ threads and processes."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ import redis
 from redai_lab import connect
 from redai_lab.cache import (
     Cache,
+    CacheStats,
     CacheEntryError,
     CacheWaitTimeout,
     UncacheableArgument,
@@ -240,7 +242,7 @@ def test_negative_results_get_their_own_ttl(r: redis.Redis) -> None:
     per_call = Cache(r, "u", ttl=60)
     per_call.get_or_load("missing", lambda: None, negative_ttl=5)
     assert 0 < r.pttl("u:missing") <= 5000
-    with pytest.raises(ValueError, match="a TTL must be > 0"):
+    with pytest.raises(ValueError, match="negative_ttl must be finite seconds > 0"):
         per_call.get_or_load("zero", lambda: None, negative_ttl=0)
     assert r.exists(per_call.lease_key("zero")) == 0
 
@@ -352,6 +354,7 @@ def test_waiters_give_up_after_wait_timeout(r: redis.Redis) -> None:
     cache = Cache(r, "t", wait_timeout=0.2)
     with load_in_flight(cache, "k", lambda: "v"), pytest.raises(CacheWaitTimeout, match="Waited 0.2 s"):
         cache.get_or_load("k", lambda: "never")
+    assert cache.stats.waits == 1  # one call that waited, however many times it polled
     assert cache.get_or_load("k", lambda: "never") == "v"
 
 
@@ -410,7 +413,13 @@ def test_xfetch_probability_rises_as_expiry_approaches() -> None:
         assert abs(early / draws - math.exp(-remaining)) < 0.03  # P = exp(-remaining / (delta * beta))
     assert fractions == sorted(fractions)
     assert fractions[0] < 0.05 and fractions[-1] > 0.85
-    assert not should_recompute_early(0.0, 0.001, 1.0, 1e-9)  # delta 0: never early
+    for remaining in (0.001, 0.0, -1.0):  # delta 0: never early, not even at or past expiry
+        assert not should_recompute_early(0.0, remaining, 1.0, 1e-9)
+    # The test itself, exactly: -delta * beta * ln(rand) >= remaining, equality included.
+    assert should_recompute_early(1.0, -1.0 * 2.0 * math.log(0.5), 2.0, 0.5)
+    assert not should_recompute_early(1.0, 1.5, 1.0, 0.5)  # ln 2 = 0.69 < 1.5...
+    assert should_recompute_early(1.0, 1.5, 3.0, 0.5)  # ...but beta 3 makes it 2.08
+    assert not should_recompute_early(5.0, 0.001, 1.0, 1.0)  # a draw of 1: ln 1 = 0, never early
 
 
 def test_the_cache_recomputes_early_more_often_near_expiry(r: redis.Redis) -> None:
@@ -482,6 +491,7 @@ def test_warming_writes_in_chunks_from_a_lazy_iterable(round_trips, redis_url: s
             yield f"exam:{i}", {"id": i}
 
     assert cache.warm(rows(), chunk_size=500) == 2050
+    assert r.get("t:exam:7").split(":")[3] == "0.000"  # no recompute time: never refreshed early
     assert round_trips.total - start == 5
     # Item i is produced only once the chunks before it are written: one chunk in memory.
     assert all(writes == i // 500 for i, writes in enumerate(writes_before))
@@ -496,6 +506,8 @@ def test_warming_writes_in_chunks_from_a_lazy_iterable(round_trips, redis_url: s
 
 def test_stats_count_hits_misses_loads_and_latency(r: redis.Redis) -> None:
     cache = Cache(r, "t")
+    assert dataclasses.astuple(cache.stats) == (0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
+    assert (cache.stats.hit_ratio, cache.stats.mean_hit_ms, cache.stats.mean_miss_ms) == (0.0, 0.0, 0.0)
     for exam in (1, 1, 1, 2):
         cache.get_or_load(f"exam:{exam}", lambda exam=exam: exam)
     stats = cache.stats
@@ -504,11 +516,48 @@ def test_stats_count_hits_misses_loads_and_latency(r: redis.Redis) -> None:
     assert stats.mean_hit_ms > 0 and stats.mean_miss_ms > 0
 
 
+def test_a_fresh_value_is_served_while_another_caller_refreshes_it_early(r: redis.Redis) -> None:
+    # XFetch asks for an early refresh (a draw of 1e-12), but another caller holds the lease:
+    # the fresh value is a hit, not a stale serve.
+    cache = Cache(r, "t", random=lambda: 1 - 1e-12)
+    cache.set("k", "v", ttl=60, delta=10.0)
+    r.set(cache.lease_key("k"), "another caller", px=60_000)
+    assert cache.get_or_load("k", lambda: "not me") == "v"
+    assert (cache.stats.hits, cache.stats.stale_served, cache.stats.early_refreshes) == (1, 0, 0)
+
+
+def test_invalidate_deletes_value_and_lease_in_one_transaction(r: redis.Redis, redis_url: str) -> None:
+    cache = Cache(r, "t")
+    assert cache.invalidate() == 0
+    watcher = connect(redis_url, socket_timeout=10)
+    with watcher.monitor() as monitor:
+        r.ping()
+        while monitor.next_command()["command"] != "PING":
+            pass
+        cache.invalidate("a", "b")
+        commands = [monitor.next_command()["command"].split()[0] for _ in range(4)]
+    watcher.close()
+    assert commands == ["MULTI", "DEL", "DEL", "EXEC"]
+
+
+def test_a_value_with_less_than_a_second_left_is_still_a_hit(r: redis.Redis) -> None:
+    cache = Cache(r, "t")
+    cache.set("k", "v", ttl=0.9)
+    assert cache.get("k") == "v"
+
+
+def test_stats_ratios_and_means_are_exact() -> None:
+    stats = CacheStats(hits=3, misses=1, hit_seconds=0.006, miss_seconds=0.5)
+    assert (stats.hit_ratio, stats.mean_hit_ms, stats.mean_miss_ms) == (0.75, 2.0, 500.0)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
         ({"namespace": "a:b"}, "namespace"),
-        ({"ttl": 0}, "ttl must be > 0"),
+        ({"namespace": ""}, "namespace"),
+        ({"serializer": type("Named", (), {"name": "a:b"})()}, "serializer's name"),
+        ({"ttl": 0}, "ttl must be finite seconds > 0"),
         ({"jitter": 1.0}, "jitter"),
         ({"beta": -1}, "beta"),
         ({"wait_timeout": 0}, "wait_timeout"),

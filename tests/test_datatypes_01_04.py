@@ -31,12 +31,12 @@ def test_push_is_one_round_trip(redis_url, round_trips) -> None:
 
 
 def test_bad_arguments_are_refused(r) -> None:
-    with pytest.raises(ValueError, match="maxlen must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="maxlen must be a whole number >= 1, not 0"):
         CappedList(r, "recent", maxlen=0)
     recent = CappedList(r, "recent", maxlen=2)
     with pytest.raises(ValueError, match="needs at least one item"):
         recent.push()
-    with pytest.raises(ValueError, match="count must be at least 1, got 0"):
+    with pytest.raises(ValueError, match="count must be a whole number >= 1, not 0"):
         recent.latest(0)
     assert not r.exists("recent")
 
@@ -130,3 +130,23 @@ def test_printed_warnings_turns_deprecations_into_output(r, capsys) -> None:
     with printed_warnings() as caught:
         r.set("k", "v", ex=10)
     assert caught == [] and capsys.readouterr().out == ""
+
+
+def test_push_and_trim_travel_in_one_multi_exec(r, redis_url) -> None:
+    # What the server executes, in order, seen by MONITOR: a transaction, so no reader can run
+    # between LPUSH and LTRIM and see the list longer than its cap (a pipeline alone allows it).
+    monitor_client = connect(redis_url, socket_timeout=10)
+    recent = CappedList(r, "recent", maxlen=2)
+    with monitor_client.monitor() as monitor:
+        r.ping()  # the first command MONITOR reports is this one: the monitor is listening
+        while monitor.next_command()["command"] != "PING":
+            pass
+        recent.push("x")
+        commands = [monitor.next_command()["command"].split()[0] for _ in range(4)]
+    monitor_client.close()
+    assert commands == ["MULTI", "LPUSH", "LTRIM", "EXEC"]
+
+
+def test_an_empty_key_is_refused(r) -> None:
+    with pytest.raises(ValueError, match="non-empty str"):
+        CappedList(r, "", maxlen=2)

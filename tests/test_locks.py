@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redai_lab import connect
 from redai_lab.locks import (
@@ -117,6 +122,17 @@ def test_one_round_trip_per_attempt_release_and_extend(round_trips, redis_url) -
     assert (acquire.count, attempt.count, extend.count, release.count) == (1, 1, 1, 1)
 
 
+def test_each_acquisition_takes_a_new_128_bit_token(r) -> None:
+    lock = Lock(r, "tokens")
+    seen = set()
+    for _ in range(20):
+        lock.acquire()
+        assert lock.token is not None and len(bytes.fromhex(lock.token)) == 16 and r.get(lock.key) == lock.token
+        seen.add(lock.token)
+        lock.release()
+    assert len(seen) == 20
+
+
 def test_the_lock_expires_and_the_fencing_counter_does_not(r) -> None:
     lock = Lock(r, "ttl", ttl=30)
     lock.acquire()
@@ -136,6 +152,46 @@ def test_auto_renewal_keeps_the_lock_past_its_ttl_and_stops_on_release(r) -> Non
     lock.release()
     assert renewer is not None and not renewer.is_alive()
     assert not r.exists(lock.key)
+
+
+def test_a_process_holding_an_auto_renewed_lock_can_still_exit(redis_url) -> None:
+    # The renewer is a daemon thread: a holder that forgets to release does not hang at exit
+    # (its lock then expires after ttl).
+    code = (
+        "import sys, redis; from redai_lab.locks import Lock\n"
+        "lock = Lock(redis.Redis.from_url(sys.argv[1]), 'forgotten', ttl=5, auto_renew=True)\n"
+        "assert lock.acquire()\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", code, redis_url], timeout=60, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+
+
+def test_auto_renewal_survives_a_failed_renewal(r, redis_url) -> None:
+    # Writes paused longer than the client waits: one renewal times out (a RedisError), and the
+    # next one, a third of the ttl later, must still come.
+    client = redis.Redis.from_url(redis_url, decode_responses=True, socket_timeout=0.1, retry=Retry(NoBackoff(), 0))
+    lock = Lock(client, "blip", ttl=1.5, auto_renew=True)
+    lock.acquire()
+    time.sleep(0.6)  # just after the first renewal (at 0.5 s)
+    r.client_pause(600, all=False)  # the next renewal, at 1.0 s, times out
+    time.sleep(3.0)  # had renewing stopped, the lock would be gone by 2.7 s at the latest
+    assert lock.owned()
+    lock.release()
+    client.close()
+
+
+def test_a_timeout_of_zero_tries_once(r) -> None:
+    holder = Lock(r, "busy", ttl=10)
+    holder.acquire()
+    assert Lock(r, "busy", timeout=0).acquire() is False
+    holder.release()
+    assert Lock(r, "busy", timeout=0).acquire() is True
+
+
+def test_a_ttl_of_one_millisecond_is_the_shortest(r) -> None:
+    assert Lock(r, "short", ttl=0.001).ttl == 0.001
+    with pytest.raises(ValueError, match="ttl"):
+        Lock(r, "short", ttl=0.0009)
 
 
 def test_fencing_storage_rejects_the_writer_whose_lock_expired(r) -> None:
@@ -239,6 +295,27 @@ def test_an_expired_semaphore_holder_frees_its_slot_and_cannot_release(r) -> Non
     taker.release()
 
 
+def test_an_expired_holder_is_pruned_while_another_keeps_the_set_alive(r) -> None:
+    crashed, alive = Semaphore(r, "mixed", 2, ttl=0.05), Semaphore(r, "mixed", 2, ttl=60)
+    crashed.acquire()
+    alive.acquire()
+    time.sleep(0.1)  # crashed's score is past; the set lives on with alive's expiry
+    assert Semaphore(r, "mixed", 2).acquire(blocking=False)  # crashed's slot was pruned first
+    assert alive.token in r.zrange(alive.key, 0, -1) and crashed.token not in r.zrange(alive.key, 0, -1)
+
+
+def test_a_holders_expiry_is_the_servers_clock_plus_its_ttl(r) -> None:
+    def server_ms() -> int:
+        seconds, micros = r.time()
+        return seconds * 1000 + micros // 1000
+
+    holder = Semaphore(r, "clock", 1, ttl=30)
+    before = server_ms()
+    holder.acquire()
+    after = server_ms()
+    assert before + 30_000 <= r.zscore(holder.key, holder.token) <= after + 30_000
+
+
 def test_semaphore_holders_all_have_a_ttl(r) -> None:
     holders = [Semaphore(r, "ttl", 3, ttl=ttl) for ttl in (5, 20, 10)]
     for holder in holders:
@@ -264,3 +341,53 @@ def test_semaphore_one_round_trip_per_attempt_and_release(round_trips, redis_url
     with round_trips.measure() as release:
         semaphore.release()
     assert (acquire.count, attempt.count, release.count) == (1, 1, 1)
+
+
+def test_release_and_extend_leave_another_owners_lock_untouched(r) -> None:
+    # Deterministic, no expiry needed: the key now holds another owner's token.
+    lock = Lock(r, "owned", ttl=60)
+    lock.acquire()
+    r.set(lock.key, "another owner's token", px=5000)
+    assert lock.locked() and not lock.owned()
+    with pytest.raises(LockNotOwnedError):
+        lock.extend(600)
+    assert r.get(lock.key) == "another owner's token" and r.pttl(lock.key) <= 5000
+    with pytest.raises(LockNotOwnedError):
+        lock.release()
+    assert r.get(lock.key) == "another owner's token" and r.pttl(lock.key) <= 5000
+
+
+def test_two_threads_cannot_release_or_extend_each_others_lock(redis_url) -> None:
+    client = connect(redis_url)
+    holder, intruder = Lock(client, "shared", ttl=60), Lock(client, "shared", ttl=60)
+    assert holder.acquire()
+    intruder.token = "guessed"  # an object that believes it holds the lock, in another thread
+    errors: list[BaseException] = []
+
+    def meddle() -> None:
+        for call in (lambda: intruder.extend(0.5), intruder.release):
+            try:
+                call()
+            except LockNotOwnedError as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=meddle)
+    thread.start()
+    thread.join(30)
+    assert len(errors) == 2 and holder.owned() and client.pttl(holder.key) > 50_000
+    holder.release()
+    client.close()
+
+
+def test_a_semaphore_holder_cannot_release_or_extend_another_holders_slot(r) -> None:
+    first, second = Semaphore(r, "slots", 2, ttl=60), Semaphore(r, "slots", 2, ttl=60)
+    first.acquire()
+    second.acquire()
+    score = r.zscore(first.key, first.token)
+    r.zrem(second.key, second.token)  # second's slot is gone (as if expired and pruned)
+    with pytest.raises(LockNotOwnedError):
+        second.extend(600)
+    with pytest.raises(LockNotOwnedError):
+        second.release()
+    assert r.zrange(first.key, 0, -1, withscores=True) == [(first.token, score)]
+    first.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -208,3 +209,122 @@ def test_state_on_a_simulated_clock_outlives_real_pauses(algorithm, r) -> None:
     assert admitted_at(limiter, [9.95, 9.95]) == [True, True]  # a TTL of 50 ms, simulated
     time.sleep(0.1)  # the real clock moves on; the simulated one did not
     assert admitted_at(limiter, [9.95]) == [False]
+
+
+# Exact answers on a simulated clock, one scenario per algorithm: every field of every result.
+# (time, cost) -> (allowed, remaining, retry_after, reset_after); times in seconds after an epoch
+# second that is a multiple of every period, so windows start at 0.
+INF = math.inf
+EXACT = {
+    FixedWindow: (3, 10, [
+        ((1, 1), (True, 2, 0, 9)),
+        ((2, 2), (True, 0, 0, 8)),
+        ((3, 1), (False, 0, 7, 7)),  # the window ends at 10
+        ((9.5, 4), (False, 0, INF, 0.5)),  # more than the limit: never
+        ((10, 1), (True, 2, 0, 10)),  # a new window, a new count
+    ]),
+    SlidingLog: (3, 10, [
+        ((0, 1), (True, 2, 0, 10)),
+        ((4, 1), (True, 1, 0, 10)),
+        ((6, 1), (True, 0, 0, 10)),
+        ((7, 1), (False, 0, 3, 9)),  # the oldest entry (0) leaves at 10; the newest (6) at 16
+        ((7, 2), (False, 0, 7, 9)),  # two must leave: the second oldest (4) leaves at 14
+        ((10, 1), (True, 0, 0, 10)),  # the entry at 0 is out of (0, 10]
+        ((13.5, 4), (False, 0, INF, 6.5)),
+    ]),
+    SlidingWindowCounter: (8, 8, [
+        ((4, 8), (True, 0, 0, 12)),  # counted until the end of the next window, 16
+        ((6, 1), (False, 0, 3, 10)),  # at 9 the previous 8 weigh 8 * 7/8 = 7: one more fits
+        ((11.5, 1), (True, 2, 0, 12.5)),  # 8 * 4.5/8 = 4.5 weigh: floor(8 - 4.5 - 1) = 2 left
+        ((11.5, 3), (False, 2, 0.5, 12.5)),  # 4.5 + 1 + 3 > 8; at 12, 4 + 1 + 3 = 8 fits
+        ((12, 3), (True, 0, 0, 12)),
+        ((20, 9), (False, 6, INF, 4)),  # this window's 4 now weigh 4 * 4/8 = 2
+    ]),
+    TokenBucket: (4, 8, [  # a token every 2 s
+        ((0, 1), (True, 3, 0, 2)),
+        ((0, 3), (True, 0, 0, 8)),
+        ((1, 1), (False, 0, 1, 7)),  # half a token at 1
+        ((3, 1), (True, 0, 0, 7)),  # 1.5 tokens at 3, 0.5 left
+        ((4, 5), (False, 1, INF, 6)),
+    ]),
+    GCRA: (4, 8, [  # the same bucket as one number: the same answers
+        ((0, 1), (True, 3, 0, 2)),
+        ((0, 3), (True, 0, 0, 8)),
+        ((1, 1), (False, 0, 1, 7)),
+        ((3, 1), (True, 0, 0, 7)),
+        ((4, 5), (False, 1, INF, 6)),
+    ]),
+}
+EPOCH = 1_000_000  # seconds: a multiple of 8 and of 10
+
+
+@algorithms
+def test_exact_answers_on_a_simulated_clock(algorithm, r) -> None:
+    limit, period, steps = EXACT[algorithm]
+    limiter = algorithm(r, "exact", limit=limit, period=period)
+    answers = [limiter.hit("sim", cost, now=EPOCH + t) for (t, cost), _ in steps]
+    got = [(a.allowed, a.remaining, a.retry_after, a.reset_after) for a in answers]
+    assert got == [expected for _, expected in steps]
+
+
+@pytest.mark.parametrize("algorithm", [SlidingLog, SlidingWindowCounter, TokenBucket, GCRA], ids=lambda c: c.__name__)
+def test_an_oversized_first_request_finds_nothing_to_reset(algorithm, r) -> None:
+    # (A fixed window reports the time to its window's end whatever was used.)
+    result = algorithm(r, "fresh", limit=3, period=60).hit("alice", cost=4, now=EPOCH)
+    assert (result.allowed, result.remaining, result.retry_after, result.reset_after) == (False, 3, INF, 0)
+
+
+def test_sliding_window_counter_resets_when_a_single_previous_request_has_decayed(r) -> None:
+    limiter = SlidingWindowCounter(r, "one", limit=3, period=60)
+    start = 1_000_020  # a multiple of 60
+    limiter.hit("alice", now=start + 10)  # window [0, 60): one request
+    refused = limiter.hit("alice", cost=4, now=start + 70)  # window [60, 120): it weighs 5/6
+    assert (refused.remaining, refused.reset_after) == (2, 50)  # gone at 120
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "retry"),
+    [
+        ((1, 3), (2, 1), 11.333334),  # this window is full: wait into the next, 10 + 10/3 s
+        ((1, 3), (11, 2), 2.333334),  # the previous 3 must decay to 2: at 10 + 10/3 s
+    ],
+)
+def test_sliding_window_counter_retry_is_rounded_up_to_the_microsecond(r, first, then, retry) -> None:
+    # 10/3 s is no whole number of microseconds: rounding down would answer a moment too soon.
+    limiter = SlidingWindowCounter(r, "round", limit=3 if then[1] == 1 else 4, period=10)
+    limiter.hit("alice", first[1], now=EPOCH + first[0])
+    refused = limiter.hit("alice", then[1], now=EPOCH + then[0])
+    assert not refused.allowed and refused.retry_after == retry
+    at = EPOCH + then[0] + retry
+    late = limiter.hit("alice", then[1], now=at - 0.000001)
+    assert (late.allowed, late.retry_after) == (False, 0.000001)  # one microsecond short
+    assert limiter.hit("alice", then[1], now=at).allowed
+
+
+def test_a_result_cannot_be_changed_after_the_check(r) -> None:
+    result = GCRA(r, "frozen", limit=1, period=60).hit("alice")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.allowed = False  # type: ignore[misc]
+
+
+@algorithms
+def test_the_key_lives_exactly_as_long_as_its_state_counts(algorithm, r) -> None:
+    # Real clock: PEXPIRE is the reset time, rounded up to a millisecond, and no more (a slack
+    # would mean the script took its time from somewhere else than the server's TIME). The
+    # lower bound leaves 30 s for the PTTL to arrive, far less than a period of the counter's
+    # state (it must outlive the window it was counted in by a whole period).
+    limiter = algorithm(r, "lifetime", limit=3, period=60)
+    result = limiter.hit("alice")
+    ttl = r.pttl(limiter.key("alice"))
+    assert result.reset_after * 1000 - 30_000 < ttl <= math.ceil(result.reset_after * 1000)
+    if isinstance(limiter, SlidingWindowCounter):
+        assert ttl > 60_000  # counted in this window, it still weighs on the next
+
+
+@algorithms
+def test_a_simulated_clock_adds_one_minute_to_the_key_and_nothing_else(algorithm, r) -> None:
+    limiter = algorithm(r, "simlife", limit=3, period=60)
+    result = limiter.hit("alice", now=EPOCH + 1)
+    ttl = r.pttl(limiter.key("alice"))
+    assert 60_000 + result.reset_after * 1000 - 30_000 < ttl <= 60_000 + math.ceil(result.reset_after * 1000)
+

@@ -32,6 +32,8 @@ def test_lifecycle_keeps_types_and_ends_with_logout(r: redis.Redis) -> None:
     store.update(sid, {"visits": 4, "cart": []})
     assert store.get(sid).data == {**DATA, "visits": 4, "cart": []}
     assert r.hget(store.key(sid), "visits") == "4"  # readable with redis-cli: JSON per field
+    store.update(sid, {"city": "Zürich"})
+    assert r.hget(store.key(sid), "city") == '"Zürich"'  # as written, not \u00fc
     assert store.logout(sid) is True and store.logout(sid) is False
     with pytest.raises(SessionNotFound, match="log in again"):
         store.get(sid)
@@ -78,14 +80,54 @@ def test_absolute_lifetime_ends_a_session_in_use(r: redis.Redis) -> None:
     ended = None
     for step in range(20):
         time.sleep(0.1)
+        now = server_ms(r)
         try:
-            session = store.get(sid)
+            store.get(sid)
         except SessionNotFound:
             ended = step
             break
-        remaining_ms = (deadline - session.created_at) * 1000
-        assert r.pttl(store.key(sid)) <= remaining_ms  # the TTL never reaches past the deadline
+        assert r.pttl(store.key(sid)) <= round(deadline * 1000) - now  # the TTL never reaches past the deadline
     assert ended is not None and ended >= 3  # used every 0.1 s, it still died near 0.7 s
+
+
+def server_ms(r: redis.Redis) -> int:
+    """The server's clock in whole ms, as the store's scripts read it."""
+    seconds, micros = r.time()
+    return seconds * 1000 + micros // 1000
+
+
+@pytest.mark.parametrize("touch", ["create", "get", "update", "rotate"])
+def test_every_touch_caps_the_ttl_at_the_deadline(r: redis.Redis, touch: str) -> None:
+    # An hour of idle time, ten seconds of life: the deadline is what ends the key, whatever
+    # touched it last, and exactly then (measured from the server's clock before the touch).
+    store = SessionStore(r, idle_ttl=3600, max_lifetime=10)
+    before = server_ms(r)
+    sid = store.create({"a": 1}, user_id=7)
+    deadline = round(store.get(sid).expires_at * 1000)
+    if touch != "create":
+        before = server_ms(r)
+        if touch == "get":
+            store.get(sid)
+        elif touch == "update":
+            store.update(sid, {"a": 2})
+        else:
+            sid = store.rotate(sid)
+    ttl = r.pttl(store.key(sid))
+    assert 0 < ttl <= deadline - before and ttl <= 10_000
+
+
+@pytest.mark.parametrize("touch", ["get", "update", "rotate"])
+def test_every_touch_slides_the_idle_ttl_back_to_full(r: redis.Redis, touch: str) -> None:
+    store = SessionStore(r, idle_ttl=100, max_lifetime=3600)
+    sid = store.create({"a": 1})
+    r.pexpire(store.key(sid), 1000)  # as if the session had been idle for 99 s
+    if touch == "get":
+        store.get(sid)
+    elif touch == "update":
+        store.update(sid, {"a": 2})
+    else:
+        sid = store.rotate(sid)
+    assert 50_000 < r.pttl(store.key(sid)) <= 100_000  # idle_ttl again, not the deadline (an hour)
 
 
 def test_rotation_keeps_data_and_deadline_and_kills_the_old_id(r: redis.Redis) -> None:
@@ -215,7 +257,7 @@ def test_reserved_and_empty_fields_are_refused(r: redis.Redis) -> None:
         store.update(sid, {"@user": "admin"})  # no privilege escalation through data
     with pytest.raises(ValueError, match="at least one field"):
         store.update(sid, {})
-    with pytest.raises(ValueError, match="must be > 0"):
+    with pytest.raises(ValueError, match="idle_ttl must be finite seconds > 0"):
         SessionStore(r, idle_ttl=0)
     assert store.get(sid).user_id is None
 
