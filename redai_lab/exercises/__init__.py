@@ -205,10 +205,3 @@ def spec(lesson: str, number: int) -> Spec:
         if candidate.number == number:
             return candidate
     raise LookupError(f"Lesson {lesson} has no exercise {number}.")
-
-
-def check(title: str, answer: Any, expected: Any) -> None:
-    """Lessons not yet converted to learner-graded exercises: print ``✔ title`` or raise."""
-    if answer != expected:
-        raise ExerciseFailed(f"{title}: expected {expected!r}, got {answer!r}")
-    print(f"✔ {title}")
