@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import redis
 
@@ -61,7 +60,7 @@ def accepts_option(r: redis.Redis, command: str, option: str) -> bool:
     name = command.lower()
     doc = r.execute_command("COMMAND DOCS", name).get(name) or {}
 
-    def tokens(arguments: list[dict[str, Any]]) -> set[str]:
+    def tokens(arguments: list[dict]) -> set[str]:  # the argument tree, nested blocks included
         found: set[str] = set()
         for argument in arguments:
             if "token" in argument:
