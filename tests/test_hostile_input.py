@@ -535,6 +535,12 @@ def test_json_loads_refuses_what_dumps_cannot_have_written(text: object) -> None
     refused(SerializationError, lambda: JsonSerializer().loads(text))  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("strict", [True, False])
+def test_json_dumps_refuses_nan_as_not_json_even_when_lenient(strict: bool) -> None:
+    for value in (NAN, [INF]):
+        assert "is not JSON" in refused(SerializationError, lambda value=value: JsonSerializer(strict=strict).dumps(value))
+
+
 def test_json_dumps_refuses_nesting_too_deep() -> None:
     value: list[object] = []
     for _ in range(100_000):
