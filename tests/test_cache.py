@@ -509,10 +509,13 @@ def test_stats_count_hits_misses_loads_and_latency(r: redis.Redis) -> None:
     cache = Cache(r, "t")
     assert dataclasses.astuple(cache.stats) == (0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
     assert (cache.stats.hit_ratio, cache.stats.mean_hit_ms, cache.stats.mean_miss_ms) == (0.0, 0.0, 0.0)
+    started = time.perf_counter()
     for exam in (1, 1, 1, 2):
         cache.get_or_load(f"exam:{exam}", lambda exam=exam: exam)
+    elapsed = time.perf_counter() - started
     stats = cache.stats
-    assert (stats.hits, stats.misses, stats.loads) == (2, 2, 2)
+    assert (stats.hits, stats.misses, stats.loads, stats.rejected_writes) == (2, 2, 2, 0)
+    assert 0 < stats.hit_seconds + stats.miss_seconds <= elapsed  # the calls' own time, no more
     assert stats.hit_ratio == 0.5
     assert stats.mean_hit_ms > 0 and stats.mean_miss_ms > 0
 

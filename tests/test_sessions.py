@@ -3,6 +3,7 @@ field writers (real threads), round trips counted."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -37,6 +38,15 @@ def test_lifecycle_keeps_types_and_ends_with_logout(r: redis.Redis) -> None:
     assert store.logout(sid) is True and store.logout(sid) is False
     with pytest.raises(SessionNotFound, match="log in again"):
         store.get(sid)
+
+
+def test_a_session_read_cannot_be_changed_and_a_prefix_is_needed(r: redis.Redis) -> None:
+    store = SessionStore(r)
+    session = store.get(store.create({"a": 1}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        session.user_id = "admin"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="prefix"):
+        SessionStore(r, prefix="")
 
 
 def test_read_with_refresh_and_update_are_one_round_trip_each(round_trips, redis_url: str) -> None:
