@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -74,6 +75,11 @@ def test_wait_for_times_out_with_a_clear_error(r) -> None:
     expected = r"Expected 1 messages on \['tests:pubsub:news'\], got 0 in 0.2s"
     with Listener(r, channels=[CHANNEL]) as listener, pytest.raises(ListenerTimeout, match=expected):
         listener.wait_for(1, timeout=0.2)
+
+
+def test_a_message_cannot_be_changed(r) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Message(channel=CHANNEL, data="x").data = "y"  # type: ignore[misc]
 
 
 def test_needs_something_to_subscribe_to(r) -> None:
