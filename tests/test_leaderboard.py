@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import threading
@@ -40,6 +41,14 @@ def test_a_page_that_starts_inside_a_tie_ranks_its_first_entry_with_zcount(board
     assert (page.number, page.size, page.total, page.pages) == (2, 2, 5, 3)
     assert page.entries == [Entry(2, "bob", 200.0), Entry(4, "dan", 100.0)]
     assert board.page(3, size=2).entries == [Entry(5, "eve", 50.0)]
+
+
+def test_entries_and_pages_cannot_be_changed(board) -> None:
+    page = board.page(1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        page.entries[0].rank = 9  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        page.total = 0  # type: ignore[misc]
 
 
 def test_pages_past_the_end_are_empty(board) -> None:

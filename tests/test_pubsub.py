@@ -77,6 +77,15 @@ def test_wait_for_times_out_with_a_clear_error(r) -> None:
         listener.wait_for(1, timeout=0.2)
 
 
+def test_wait_for_returns_at_once_when_enough_have_arrived(r) -> None:
+    with Listener(r, channels=[CHANNEL]) as listener:
+        r.publish(CHANNEL, "one")
+        assert [m.data for m in listener.wait_for(1)] == ["one"]
+        # Already there: no waiting (a wait for one more would hang here, and fail by timeout).
+        assert [m.data for m in listener.wait_for(1, timeout=3600)] == ["one"]
+        assert listener.wait_for(0, timeout=3600) == [Message(channel=CHANNEL, data="one")]
+
+
 def test_a_message_cannot_be_changed(r) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Message(channel=CHANNEL, data="x").data = "y"  # type: ignore[misc]
