@@ -74,6 +74,7 @@ def test_random_boards_with_many_ties_match_brute_force(r) -> None:
     for size in (1, 7, 50, 150):
         pages = [board.page(n, size).entries for n in range(1, -(-150 // size) + 1)]
         assert [entry for page in pages for entry in page] == expected
+        assert all(type(entry.rank) is int for page in pages for entry in page)  # 2, not 2.0
     for i, entry in enumerate(expected):
         assert board.rank(entry.member) == entry
         assert board.around(entry.member, before=3, after=2) == expected[max(0, i - 3): i + 3]

@@ -86,6 +86,12 @@ def test_wait_for_returns_at_once_when_enough_have_arrived(r) -> None:
         assert listener.wait_for(0, timeout=3600) == [Message(channel=CHANNEL, data="one")]
 
 
+def test_a_short_confirm_timeout_is_enough_on_a_local_server(r) -> None:
+    with Listener(r, channels=[CHANNEL], confirm_timeout=0.5) as listener:
+        r.publish(CHANNEL, "quick")
+        assert [m.data for m in listener.wait_for(1)] == ["quick"]
+
+
 def test_a_message_cannot_be_changed(r) -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Message(channel=CHANNEL, data="x").data = "y"  # type: ignore[misc]
