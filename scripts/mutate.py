@@ -17,7 +17,7 @@ Each mutant is written into a copy of the repository and the module's test files
 ``-x`` against one throwaway server (``REDAI_LAB_REDIS_URL`` when set, else one started here),
 in a child forked from a process that imported the heavy dependencies once, with a timeout: a
 failing or hanging run kills the mutant. Mutants that do not compile are not
-counted. Results go to ``mutation-results.json`` (``--out``); the score per module is killed /
+counted. Results go to ``build/mutation-results.json`` (``--out``); the score per module is killed /
 (killed + survived). Not mutated: docstrings, messages, default values in signatures, and
 module-level tuning constants (``BACKOFF_MAX = 0.1``).
 """
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", help=f"default: all of {', '.join(MODULES)}")
     parser.add_argument("--list", action="store_true", help="print the mutants and stop")
     parser.add_argument("--only", default="", help="comma-separated mutant ids to run")
-    parser.add_argument("--out", default="mutation-results.json", help="where results are written")
+    parser.add_argument("--out", default="build/mutation-results.json", help="where results are written")
     parser.add_argument("--minutes", type=float, default=120, help="stop starting mutants after this")
     parser.add_argument("--resume", action="store_true",
                         help="keep the killed mutants of --out, run the others (survivors again: tests change)")
@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     out = Path(options.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     results: list[Mutant] = []
     if options.resume and out.exists():
         earlier = [Mutant(**m) for m in json.loads(out.read_text())["mutants"]]

@@ -367,6 +367,7 @@ def test_stale_value_is_served_while_one_caller_reloads(r: redis.Redis) -> None:
         assert cache.get_or_load("k", lambda: "not me") == "v1"
         assert cache.stats.stale_served == 1
     assert reloaded == ["v2"] and cache.get_or_load("k", lambda: "not me") == "v2"
+    assert cache.stats.early_refreshes == 0  # the reload came after expiry: not early
 
 
 def test_a_failed_load_releases_the_lease_at_once(r: redis.Redis) -> None:
@@ -508,10 +509,13 @@ def test_stats_count_hits_misses_loads_and_latency(r: redis.Redis) -> None:
     cache = Cache(r, "t")
     assert dataclasses.astuple(cache.stats) == (0, 0, 0, 0, 0, 0, 0, 0, 0.0, 0.0)
     assert (cache.stats.hit_ratio, cache.stats.mean_hit_ms, cache.stats.mean_miss_ms) == (0.0, 0.0, 0.0)
+    started = time.perf_counter()
     for exam in (1, 1, 1, 2):
         cache.get_or_load(f"exam:{exam}", lambda exam=exam: exam)
+    elapsed = time.perf_counter() - started
     stats = cache.stats
-    assert (stats.hits, stats.misses, stats.loads) == (2, 2, 2)
+    assert (stats.hits, stats.misses, stats.loads, stats.rejected_writes) == (2, 2, 2, 0)
+    assert 0 < stats.hit_seconds + stats.miss_seconds <= elapsed  # the calls' own time, no more
     assert stats.hit_ratio == 0.5
     assert stats.mean_hit_ms > 0 and stats.mean_miss_ms > 0
 
@@ -540,6 +544,17 @@ def test_invalidate_deletes_value_and_lease_in_one_transaction(r: redis.Redis, r
     assert commands == ["MULTI", "DEL", "DEL", "EXEC"]
 
 
+def test_the_recompute_time_comes_back_exactly(r: redis.Redis) -> None:
+    # beta makes the draw of 0.5 ask for 100,050 s of head start on a value that took 1,000 s:
+    # more than the 100,000 s it has left, so it refreshes now. A recompute time read back
+    # 0.1% short would ask for 99,950 s, and wait.
+    beta = 100_050 / (1000 * math.log(2))
+    cache = Cache(r, "t", beta=beta, random=lambda: 0.5)
+    cache.set("k", "old", ttl=100_000, delta=1000.0)
+    assert cache.get_or_load("k", lambda: "new") == "new"
+    assert cache.stats.early_refreshes == 1
+
+
 def test_a_value_with_less_than_a_second_left_is_still_a_hit(r: redis.Redis) -> None:
     cache = Cache(r, "t")
     cache.set("k", "v", ttl=0.9)
@@ -547,8 +562,8 @@ def test_a_value_with_less_than_a_second_left_is_still_a_hit(r: redis.Redis) -> 
 
 
 def test_stats_ratios_and_means_are_exact() -> None:
-    stats = CacheStats(hits=3, misses=1, hit_seconds=0.006, miss_seconds=0.5)
-    assert (stats.hit_ratio, stats.mean_hit_ms, stats.mean_miss_ms) == (0.75, 2.0, 500.0)
+    stats = CacheStats(hits=3, misses=2, hit_seconds=0.006, miss_seconds=0.5)
+    assert (stats.hit_ratio, stats.mean_hit_ms, stats.mean_miss_ms) == (0.6, 2.0, 250.0)
 
 
 @pytest.mark.parametrize(

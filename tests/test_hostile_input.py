@@ -504,7 +504,8 @@ def test_a_message_that_is_not_text_is_dropped_and_said_and_the_listener_goes_on
     channel = "tests:hostile"
     with Listener(r, channels=[channel]) as listener:
         r.publish(channel, pickle.dumps(RunsCode(Path("/nonexistent/pwned"))))
-        assert "not UTF-8 text" in refused(ListenerDataError, lambda: listener.wait_for(1, timeout=10))
+        # At once, not after the timeout: a dropped message wakes the waiter (else this hangs).
+        assert "not UTF-8 text" in refused(ListenerDataError, lambda: listener.wait_for(1, timeout=3600))
         r.publish(channel, "text")
         for _ in range(200):  # the thread survived: the next message arrives (bounded wait)
             if listener.messages:
@@ -533,6 +534,12 @@ def test_wait_for_checks_its_arguments(r) -> None:
 @pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity", "[" * 100_000, b"\xff\xfe", "{'a': 1}", None])
 def test_json_loads_refuses_what_dumps_cannot_have_written(text: object) -> None:
     refused(SerializationError, lambda: JsonSerializer().loads(text))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_json_dumps_refuses_nan_as_not_json_even_when_lenient(strict: bool) -> None:
+    for value in (NAN, [INF]):
+        assert "is not JSON" in refused(SerializationError, lambda value=value: JsonSerializer(strict=strict).dumps(value))
 
 
 def test_json_dumps_refuses_nesting_too_deep() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import threading
@@ -42,6 +43,14 @@ def test_a_page_that_starts_inside_a_tie_ranks_its_first_entry_with_zcount(board
     assert board.page(3, size=2).entries == [Entry(5, "eve", 50.0)]
 
 
+def test_entries_and_pages_cannot_be_changed(board) -> None:
+    page = board.page(1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        page.entries[0].rank = 9  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        page.total = 0  # type: ignore[misc]
+
+
 def test_pages_past_the_end_are_empty(board) -> None:
     assert board.page(4, size=2).entries == [] and board.page(4, size=2).total == 5
     assert board.page(10**30, size=MAX_PAGE_SIZE).entries == []
@@ -65,6 +74,7 @@ def test_random_boards_with_many_ties_match_brute_force(r) -> None:
     for size in (1, 7, 50, 150):
         pages = [board.page(n, size).entries for n in range(1, -(-150 // size) + 1)]
         assert [entry for page in pages for entry in page] == expected
+        assert all(type(entry.rank) is int for page in pages for entry in page)  # 2, not 2.0
     for i, entry in enumerate(expected):
         assert board.rank(entry.member) == entry
         assert board.around(entry.member, before=3, after=2) == expected[max(0, i - 3): i + 3]

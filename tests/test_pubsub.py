@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -74,6 +75,26 @@ def test_wait_for_times_out_with_a_clear_error(r) -> None:
     expected = r"Expected 1 messages on \['tests:pubsub:news'\], got 0 in 0.2s"
     with Listener(r, channels=[CHANNEL]) as listener, pytest.raises(ListenerTimeout, match=expected):
         listener.wait_for(1, timeout=0.2)
+
+
+def test_wait_for_returns_at_once_when_enough_have_arrived(r) -> None:
+    with Listener(r, channels=[CHANNEL]) as listener:
+        r.publish(CHANNEL, "one")
+        assert [m.data for m in listener.wait_for(1)] == ["one"]
+        # Already there: no waiting (a wait for one more would hang here, and fail by timeout).
+        assert [m.data for m in listener.wait_for(1, timeout=3600)] == ["one"]
+        assert listener.wait_for(0, timeout=3600) == [Message(channel=CHANNEL, data="one")]
+
+
+def test_a_short_confirm_timeout_is_enough_on_a_local_server(r) -> None:
+    with Listener(r, channels=[CHANNEL], confirm_timeout=0.5) as listener:
+        r.publish(CHANNEL, "quick")
+        assert [m.data for m in listener.wait_for(1)] == ["quick"]
+
+
+def test_a_message_cannot_be_changed(r) -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Message(channel=CHANNEL, data="x").data = "y"  # type: ignore[misc]
 
 
 def test_needs_something_to_subscribe_to(r) -> None:

@@ -212,6 +212,10 @@ def test_state_on_a_simulated_clock_outlives_real_pauses(algorithm, r) -> None:
 
 
 # Exact answers on a simulated clock, one scenario per algorithm: every field of every result.
+# The clock is hit(now=...): the same script, which takes ``now`` from its argument instead of
+# TIME and adds a minute to each key's TTL (simulated time does not pass while the test runs).
+# Nothing else differs, and the production path (no ``now``) is held to the server's clock by
+# test_the_key_lives_exactly_as_long_as_its_state_counts: no slack, no other clock.
 # (time, cost) -> (allowed, remaining, retry_after, reset_after); times in seconds after an epoch
 # second that is a multiple of every period, so windows start at 0.
 INF = math.inf

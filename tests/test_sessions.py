@@ -3,6 +3,7 @@ field writers (real threads), round trips counted."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import time
@@ -11,7 +12,7 @@ import pytest
 import redis
 
 from redai_lab import LabError, connect
-from redai_lab.sessions import SessionError, SessionNotFound, SessionStore
+from redai_lab.sessions import USER, SessionError, SessionNotFound, SessionStore
 
 DATA = {"name": "Ada", "visits": 3, "cart": [7, 9], "prefs": {"theme": "dark"}, "admin": False, "note": None}
 
@@ -37,6 +38,15 @@ def test_lifecycle_keeps_types_and_ends_with_logout(r: redis.Redis) -> None:
     assert store.logout(sid) is True and store.logout(sid) is False
     with pytest.raises(SessionNotFound, match="log in again"):
         store.get(sid)
+
+
+def test_a_session_read_cannot_be_changed_and_a_prefix_is_needed(r: redis.Redis) -> None:
+    store = SessionStore(r)
+    session = store.get(store.create({"a": 1}))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        session.user_id = "admin"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="prefix"):
+        SessionStore(r, prefix="")
 
 
 def test_read_with_refresh_and_update_are_one_round_trip_each(round_trips, redis_url: str) -> None:
@@ -175,6 +185,35 @@ def test_logout_everywhere_ends_every_session_of_one_user(r: redis.Redis) -> Non
             store.get(sid)
     assert store.get(other).user_id == "8" and store.get(anonymous).user_id is None
     assert store.logout_everywhere(7) == 0 and store.sessions_of(7) == []
+
+
+def test_logout_everywhere_counts_live_sessions_not_index_entries(r: redis.Redis) -> None:
+    store = SessionStore(r)
+    ended, *live = [store.create(user_id=7) for _ in range(3)]
+    store.logout(ended)  # its id stays in the index until pruned
+    assert r.zcard(store.index_key(7)) == 3
+    assert store.logout_everywhere(7) == 2
+
+
+def test_a_rotation_whose_owner_changes_meanwhile_is_refused(redis_url: str) -> None:
+    # The owner is read, then another client logs the session in as someone else, then the
+    # rotation script runs: it must see the change and refuse, not hand out a new id.
+    other = connect(redis_url)
+
+    class OwnerChangesAfterRead(redis.Redis):
+        def hget(self, name, key):  # type: ignore[no-untyped-def, override]
+            value = super().hget(name, key)
+            other.hset(name, USER, "mallory")
+            return value
+
+    client = OwnerChangesAfterRead.from_url(redis_url, decode_responses=True)
+    store = SessionStore(client)
+    sid = store.create({"a": 1})
+    with pytest.raises(SessionError, match="changed owner while it was being rotated"):
+        store.rotate(sid, user_id=7)
+    assert store.get(sid).user_id == "mallory"  # the old id still holds the session: nothing moved
+    client.close()
+    other.close()
 
 
 def test_logout_everywhere_catches_sessions_rotating_meanwhile(redis_url: str) -> None:
