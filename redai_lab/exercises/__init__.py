@@ -63,6 +63,16 @@ def returned(r: redis.Redis, prefix: str, result: Any) -> Any:
 Outcome = Callable[[redis.Redis, str, Any], Any]
 
 
+def ttl_seconds(r: redis.Redis, key: str) -> str:
+    """A key's TTL in whole seconds, rounded up: equal for two runs a few ms apart."""
+    pttl = r.pttl(key)
+    if pttl == -2:
+        return "no key"
+    if pttl == -1:
+        return "no TTL"
+    return f"{-(-pttl // 1000)} s"
+
+
 def unless_none(outcome: Outcome) -> Outcome:
     """``outcome``, but None when the call returned None: for a function that returns something
     and leaves state, so that the blank starter gets "write its body", not the expected state."""

@@ -8,17 +8,7 @@ from typing import Any
 
 import redis
 
-from . import Case, Spec
-
-
-def _ttl(r: redis.Redis, key: str) -> str:
-    """A key's TTL in whole seconds, rounded up: equal for two runs a few ms apart."""
-    pttl = r.pttl(key)
-    if pttl == -2:
-        return "no key"
-    if pttl == -1:
-        return "no TTL"
-    return f"{-(-pttl // 1000)} s"
+from . import Case, Spec, ttl_seconds
 
 
 def _keys_calls(r: redis.Redis) -> int:
@@ -56,7 +46,7 @@ def _claim_outcome(r: redis.Redis, prefix: str, result: Any) -> Any:
     if result is None:
         return None
     key = f"{prefix}username:ada"
-    return {"returned": result, "value": r.get(key), "ttl": _ttl(r, key)}
+    return {"returned": result, "value": r.get(key), "ttl": ttl_seconds(r, key)}
 
 
 def claim_overwrites(r, key, owner, ms):
@@ -99,7 +89,7 @@ def _replace_case(old: str | None, px: int | None):
 
 def _replace_outcome(r: redis.Redis, prefix: str, result: Any) -> Any:
     key = f"{prefix}cache:page"
-    return {"returned": result, "value": r.get(key), "ttl": _ttl(r, key)}
+    return {"returned": result, "value": r.get(key), "ttl": ttl_seconds(r, key)}
 
 
 def replace_value_drops_ttl(r, key, value):
@@ -144,7 +134,7 @@ def _session_case(ttl: int | None, seconds: int, *, exists: bool = True):
 def _session_outcome(r: redis.Redis, prefix: str, result: Any) -> Any:
     if result is None:
         return None
-    return {"returned": result, "ttl": _ttl(r, f"{prefix}session:42")}
+    return {"returned": result, "ttl": ttl_seconds(r, f"{prefix}session:42")}
 
 
 def extend_session_always(r, key, seconds):

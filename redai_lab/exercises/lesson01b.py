@@ -6,17 +6,7 @@ from typing import Any
 
 import redis
 
-from . import Case, Spec
-
-
-def _ttl(r: redis.Redis, key: str) -> str:
-    """A key's TTL in whole seconds, rounded up: equal for two runs a few ms apart."""
-    pttl = r.pttl(key)
-    if pttl == -2:
-        return "no key"
-    if pttl == -1:
-        return "no TTL"
-    return f"{-(-pttl // 1000)} s"
+from . import Case, Spec, ttl_seconds
 
 
 def _snapshot(r: redis.Redis, key: str) -> Any:
@@ -31,7 +21,7 @@ def _snapshot(r: redis.Redis, key: str) -> Any:
     }
     if kind not in read:
         return None if kind == "none" else kind
-    return (kind, read[kind](key), _ttl(r, key))
+    return (kind, read[kind](key), ttl_seconds(r, key))
 
 
 def _write(r: redis.Redis, key: str, kind: str, ttl: int | None) -> None:

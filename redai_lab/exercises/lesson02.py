@@ -8,17 +8,7 @@ from typing import Any
 
 import redis
 
-from . import Case, Spec
-
-
-def _ttl(r: redis.Redis, key: str) -> str:
-    """A key's TTL in whole seconds, rounded up: equal for two runs a few ms apart."""
-    pttl = r.pttl(key)
-    if pttl == -2:
-        return "no key"
-    if pttl == -1:
-        return "no TTL"
-    return f"{-(-pttl // 1000)} s"
+from . import Case, Spec, ttl_seconds
 
 
 def _keys_under(r: redis.Redis, prefix: str) -> dict[str, str]:
@@ -138,7 +128,7 @@ def _touch_case(ttl_ms: int | None, ms: int, *, exists: bool = True):
 
 
 def _touch_outcome(r: redis.Redis, prefix: str, result: Any) -> Any:
-    return {"returned": result, "ttl": _ttl(r, f"{prefix}session:42")}
+    return {"returned": result, "ttl": ttl_seconds(r, f"{prefix}session:42")}
 
 
 def touch_get_only(r, key, ms):
@@ -188,7 +178,7 @@ def _request_case(count: int | None, ttl: int | None, window: int):
 def _request_outcome(r: redis.Redis, prefix: str, result: Any) -> Any:
     if result is None:
         return None
-    return {"returned": result, "ttl": _ttl(r, f"{prefix}requests:user:42")}
+    return {"returned": result, "ttl": ttl_seconds(r, f"{prefix}requests:user:42")}
 
 
 def count_request_resets_window(r, key, window):

@@ -3,7 +3,6 @@ a batch of lookups in two round trips. Also the helper that sets up races for le
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
 import sqlite3

@@ -4,7 +4,6 @@ Graded on what is left in Redis and on the round trips counted exactly, never on
 
 from __future__ import annotations
 
-
 from collections.abc import Callable, Mapping
 from typing import Any
 

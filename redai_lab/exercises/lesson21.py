@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import redis
 
 from . import Case, Spec
