@@ -95,7 +95,7 @@ def _server_url() -> str:
 
 
 def run_start(args: argparse.Namespace) -> int:
-    with _stop_on_sigterm(), find_or_start() as server:
+    with _stop_on_signals(), find_or_start() as server:
         print(f"redai-lab: {server.describe()}", flush=True)
         env = dict(os.environ)
         if server.throwaway:
@@ -126,7 +126,7 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    with _stop_on_sigterm(), find_or_start() as server:
+    with _stop_on_signals(), find_or_start() as server:
         print(server.describe())
         if server.throwaway:
             print(f"export {LAB_URL_ENV}={server.url}")
@@ -152,7 +152,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     scale = "quick" if args.quick else bench.scale_from_env(default="full")
     out = _writable(bench.check_format(args.out)) if args.out else None  # fails before measuring
-    with _stop_on_sigterm(), find_or_start() as server:
+    with _stop_on_signals(), find_or_start() as server:
         lesson = benchmarks.bench_database(server)
         try:
             frame = benchmarks.run_benchmark(args.benchmark, lesson, scale)
@@ -204,14 +204,17 @@ def _writable(out: Path) -> Path:
     return out
 
 
-class _stop_on_sigterm:
-    """Turn SIGTERM into SystemExit, so ``with`` blocks (and the server they hold) unwind."""
+class _stop_on_signals:
+    """Turn SIGTERM into SystemExit and SIGINT into KeyboardInterrupt, so ``with`` blocks (and the
+    server they hold) unwind. SIGINT is set explicitly: a shell starts background jobs with it
+    ignored, and Python then never raises KeyboardInterrupt, so "Ctrl-C stops it" would not hold."""
 
     def __enter__(self) -> None:
-        self._previous = signal.signal(signal.SIGTERM, self._exit)
+        self._previous = signal.signal(signal.SIGTERM, self._exit), signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        signal.signal(signal.SIGTERM, self._previous[0])
+        signal.signal(signal.SIGINT, self._previous[1])
 
     @staticmethod
     def _exit(signum: int, frame: FrameType | None) -> None:

@@ -52,11 +52,20 @@ def _read_until(process: subprocess.Popen[str], pattern: str, timeout: float = 6
     raise AssertionError(f"no {pattern!r} in output: {''.join(seen)!r}")
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_server_command_prints_its_url_and_stops_its_server(stop_signal) -> None:
+def _as_background_job() -> None:
+    """What a non-interactive shell does to a job started with `&`: SIGINT ignored, inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(
+    ("stop_signal", "start_as"),
+    [(signal.SIGINT, None), (signal.SIGTERM, None), (signal.SIGINT, _as_background_job)],
+    ids=["ctrl-c", "sigterm", "ctrl-c-background-job"],
+)
+def test_server_command_prints_its_url_and_stops_its_server(stop_signal, start_as) -> None:
     process = subprocess.Popen(
         CLI + ["server"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=_env_without_servers(),
+        env=_env_without_servers(), preexec_fn=start_as,
     )
     url = _read_until(process, rf"^export {LAB_URL_ENV}=(\S+)").group(1)
     client = redis.Redis.from_url(url, decode_responses=True)
