@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
@@ -331,6 +331,8 @@ def start_local(
     *,
     modules: list[Path] | None = None,
     data_dir: str | None = None,
+    config: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> RedisServer:
     """Start a throwaway ``redis-server`` on a free loopback port.
 
@@ -338,20 +340,23 @@ def start_local(
     a module this server cannot load is left out, with a line in ``RedisServer.notes`` saying
     what the lessons lose, rather than failing the whole start. ``data_dir``
     turns on append-only persistence there and keeps the directory; by default the server
-    persists nothing and its temporary directory is removed on stop.
+    persists nothing and its temporary directory is removed on stop. ``config`` is more
+    ``redis-server`` arguments (``["--maxmemory", "2mb"]``), given last so they override the
+    lab's; ``env`` replaces the server's environment (for example to add ``LD_PRELOAD``).
     """
     binary = binary or find_server_binary()
     if binary is None:
         raise NoRedisServerError(f"No {chosen_server()} server binary found: {HOW_TO_GET_A_SERVER}.")
     wanted = wheel_modules() if modules is None else modules
+    options = _LocalOptions(data_dir, tuple(config), None if env is None else dict(env))
     try:
-        return _start_local_process(binary, wanted, data_dir)
+        return _start_local_process(binary, wanted, options)
     except ServerStartError:
         if not wanted:
             raise
     # Some module does not fit this server version: keep those that load on their own.
     usable = [m for m in wanted if _loads_alone(binary, m)]
-    server = _start_local_process(binary, usable, data_dir)
+    server = _start_local_process(binary, usable, options)
     server.notes += [
         f"Module {m.name} does not load into {server.product}: "
         + WHEEL_MODULES.get(m.name, "lessons that use it say so and skip it") + "."
@@ -362,22 +367,30 @@ def start_local(
 
 def _loads_alone(binary: ServerBinary, module: Path) -> bool:
     try:
-        _start_local_process(binary, [module], None).stop()
+        _start_local_process(binary, [module], _LocalOptions()).stop()
     except ServerStartError:
         return False
     return True
 
 
-def _start_local_process(binary: ServerBinary, modules: list[Path], data_dir: str | None) -> RedisServer:
+@dataclass(frozen=True)
+class _LocalOptions:
+    data_dir: str | None = None
+    config: tuple[str, ...] = ()
+    env: dict[str, str] | None = None
+
+
+def _start_local_process(binary: ServerBinary, modules: list[Path], options: _LocalOptions) -> RedisServer:
     for _attempt in range(3):
         try:
-            return _start_local_once(binary, modules, data_dir)
+            return _start_local_once(binary, modules, options)
         except _PortTaken:  # another process took the free port between our probe and the bind
             pass
     raise ServerStartError("redis-server could not bind a free port on 127.0.0.1 after 3 tries.")
 
 
-def _start_local_once(binary: ServerBinary, modules: list[Path], data_dir: str | None) -> RedisServer:
+def _start_local_once(binary: ServerBinary, modules: list[Path], options: _LocalOptions) -> RedisServer:
+    data_dir = options.data_dir
     workdir, lock = _new_workdir()
     persistence = ["--appendonly", "yes", "--dir", data_dir] if data_dir else ["--appendonly", "no"]
     port = _free_port()
@@ -394,9 +407,11 @@ def _start_local_once(binary: ServerBinary, modules: list[Path], data_dir: str |
     ]
     for module in modules:
         args += ["--loadmodule", str(module)]
+    args += options.config
     try:
         process = popen_tied_to_process(
             **binary.popen_args(*args),
+            env=options.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

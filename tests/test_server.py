@@ -314,3 +314,12 @@ def test_a_workdir_is_in_use_while_its_server_runs_even_without_the_lab(tmp_path
     being_made = tmp_path / f"{lab.WORKDIR_PREFIX}no-lock-yet"
     being_made.mkdir()
     assert lab.remove_stale_workdirs() == [] and being_made.is_dir()
+
+
+
+def test_extra_config_overrides_the_labs() -> None:
+    with lab.start_local(modules=[], config=["--maxmemory", "3mb", "--databases", "4"]) as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        assert client.config_get("maxmemory")["maxmemory"] == str(3 * 1024 * 1024)
+        assert client.config_get("databases")["databases"] == "4"
+        client.close()
