@@ -229,8 +229,8 @@ def test_a_port_taken_after_the_probe_is_retried_on_another(monkeypatch) -> None
         taken.listen()
         busy = [urlsplit(other.url).port, taken.getsockname()[1]]
         ports = iter(busy)
-        real_free_port = lab._free_port
-        monkeypatch.setattr(lab, "_free_port", lambda: next(ports, None) or real_free_port())
+        real_free_port = lab.free_port
+        monkeypatch.setattr(lab, "free_port", lambda: next(ports, None) or real_free_port())
         with lab.start_local(modules=[]) as server:
             assert urlsplit(server.url).port not in busy
             assert _pid_of(server.url) != _pid_of(other.url)
