@@ -158,33 +158,31 @@ def run_server(args: argparse.Namespace) -> int:
 def run_sentinel(args: argparse.Namespace) -> int:
     from .topology import start_sentinel_topology
 
-    with _stop_on_signals():
-        with start_sentinel_topology(args.replicas, args.sentinels) as topology:
-            assert topology.primary is not None
-            print(f"{topology.primary.product}: a primary, {args.replicas} replicas and {args.sentinels} "
-                  f"Sentinels watching service {topology.service_name!r}")
-            for role, servers in (("primary", [topology.primary]), ("replica", topology.replicas),
-                                  ("sentinel", topology.sentinels)):
-                for server in servers:
-                    print(f"{role:8} {server.url}")
-            sentinels = ",".join(f"{host}:{port}" for host, port in topology.sentinel_addresses())
-            print(f"export {SENTINELS_ENV}={sentinels}")
-            _wait_for_ctrl_c()
+    with _stop_on_signals(), start_sentinel_topology(args.replicas, args.sentinels) as topology:
+        assert topology.primary is not None
+        print(f"{topology.primary.product}: a primary, {args.replicas} replicas and {args.sentinels} "
+              f"Sentinels watching service {topology.service_name!r}")
+        for role, servers in (("primary", [topology.primary]), ("replica", topology.replicas),
+                              ("sentinel", topology.sentinels)):
+            for server in servers:
+                print(f"{role:8} {server.url}")
+        sentinels = ",".join(f"{host}:{port}" for host, port in topology.sentinel_addresses())
+        print(f"export {SENTINELS_ENV}={sentinels}")
+        _wait_for_ctrl_c()
     return 0
 
 
 def run_cluster(args: argparse.Namespace) -> int:
     from .topology import start_cluster
 
-    with _stop_on_signals():
-        with start_cluster(args.primaries, args.replicas) as cluster:
-            total = args.primaries * (1 + args.replicas)
-            print(f"{cluster.nodes[0].product}: a Cluster of {total} nodes, {args.primaries} primaries "
-                  f"with {args.replicas} replica(s) each")
-            for index, node in enumerate(cluster.nodes):
-                print(f"{'primary' if index < args.primaries else 'replica':8} {node.url}")
-            print(f"export {CLUSTER_URL_ENV}={cluster.nodes[0].url}")
-            _wait_for_ctrl_c()
+    with _stop_on_signals(), start_cluster(args.primaries, args.replicas) as cluster:
+        total = args.primaries * (1 + args.replicas)
+        print(f"{cluster.nodes[0].product}: a Cluster of {total} nodes, {args.primaries} primaries "
+              f"with {args.replicas} replica(s) each")
+        for index, node in enumerate(cluster.nodes):
+            print(f"{'primary' if index < args.primaries else 'replica':8} {node.url}")
+        print(f"export {CLUSTER_URL_ENV}={cluster.nodes[0].url}")
+        _wait_for_ctrl_c()
     return 0
 
 
