@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from redai_lab import exam_data  # noqa: E402  (the repository's own copy, installed or not)
+from redai_lab import exam_data  # the repository's own copy, installed or not
 
 OUT = ROOT / "redai_lab" / "data" / exam_data.EMBEDDINGS_FILE
 
