@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import redis
 
-from .connection import connect
-from .lesson import LAB_KEY_PREFIX, Lesson
+from .connection import connect, database_url
+from .lesson import LAB_KEY_PREFIX, Lesson, redis_cli
 
 INDEXED_DB = 0  # the only database the query engine indexes
 
@@ -35,6 +35,15 @@ class SearchSpace:
 
     client: redis.Redis
     prefix: str  # "redai-lab:30_query_engine:"
+    url: str  # of database 0
+
+    def cli(self, command: str) -> None:
+        """``command`` through redis-cli in database 0, printed as ``Lesson.cli`` prints it.
+
+        Not the lesson's database: ``FT.SEARCH`` finds the index from any database, but reads
+        the fields it returns from the keys of the database it runs in.
+        """
+        print(f"redis> {command}\n{redis_cli(self.url, command)}")
 
     def key(self, name: str) -> str:
         """The key ``name`` inside the space (``question:1`` -> ``redai-lab:30_query_engine:question:1``)."""
@@ -55,7 +64,8 @@ class SearchSpace:
 
 def search_space(lesson: Lesson) -> SearchSpace:
     """Lesson ``lesson``'s space in database 0, emptied now and again by ``lesson.finish()``."""
-    space = SearchSpace(connect(lesson.server.url, db=INDEXED_DB), f"{LAB_KEY_PREFIX}{lesson.name}:")
+    space = SearchSpace(connect(lesson.server.url, db=INDEXED_DB), f"{LAB_KEY_PREFIX}{lesson.name}:",
+                        database_url(lesson.server.url, INDEXED_DB))
     space.clear()
     lesson.on_finish(space.clear)
     return space
