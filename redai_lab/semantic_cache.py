@@ -26,7 +26,8 @@ redisvl's ``SemanticCache`` and the query engine's ``COSINE`` use. ``VSIM`` answ
 ``(1 + cos) / 2`` instead; ``distance = 2 * (1 - similarity)``.
 
 The embedding function is the caller's: the cache never loads a model. It must return the same
-number of dimensions every time (the vector set fixes them at its first element).
+number of dimensions every time (the vector set fixes them at its first element). Vectors travel as float32 bytes (``FP32``), not
+as text.
 
 Commands: VADD O(log n) (HNSW insertion), VSIM O(log n), VREM O(log n), HSET/HMGET O(1) per
 field, DEL/UNLINK O(1) per key. Data written by someone else under the cache's keys (another
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,7 +121,7 @@ class SemanticCache:
         pipe.hset(entry, mapping={"question": question, "answer": answer})
         if seconds is not None:
             pipe.pexpire(entry, max(1, round(seconds * 1000)))
-        pipe.execute_command("VADD", self.vectors_key, "VALUES", len(vector), *vector, _element(question),
+        pipe.execute_command("VADD", self.vectors_key, "FP32", _float32(vector), _element(question),
                              self.quantisation)
         with self._own_data():
             pipe.execute()
@@ -202,7 +204,7 @@ class SemanticCache:
     def _nearest(self, vector: list[float], count: int) -> list[tuple[str, float]]:
         """Up to ``count`` (element, cosine distance), nearest first."""
         with self._own_data():
-            reply = self.r.execute_command("VSIM", self.vectors_key, "VALUES", len(vector), *vector,
+            reply = self.r.execute_command("VSIM", self.vectors_key, "FP32", _float32(vector),
                                            "WITHSCORES", "COUNT", count)
         if isinstance(reply, dict):  # RESP3
             pairs = list(reply.items())
@@ -225,12 +227,21 @@ class SemanticCache:
                     f"{self.vectors_key} and {self.name}:entry:*, or give the cache a name of its own.")):
                 yield
         except redis.ResponseError as exc:
-            detail = str(exc).rpartition(" of pipeline caused error: ")[2].strip()  # not the 384 numbers sent
-            if "dimension mismatch" not in detail:
-                raise
-            raise SemanticCacheDataError(
-                f"Semantic cache {self.name!r} holds vectors of another size ({detail}): embed with the model "
-                f"that filled it, or clear() it first.") from None
+            detail = str(exc).rpartition(" of pipeline caused error: ")[2].strip()  # not the vector's bytes
+            if "dimension mismatch" in detail:
+                raise SemanticCacheDataError(
+                    f"Semantic cache {self.name!r} holds vectors of another size ({detail}): embed with the model "
+                    f"that filled it, or clear() it first.") from None
+            if "quantization mismatch" in detail:
+                raise SemanticCacheDataError(
+                    f"Semantic cache {self.name!r} holds vectors quantised otherwise than {self.quantisation} "
+                    f"({detail}): open it with the quantisation it was filled with, or clear() it first.") from None
+            raise
+
+
+def _float32(vector: list[float]) -> bytes:
+    """The vector as the server's FP32 blob: 4 bytes a number, little-endian, never parsed as text."""
+    return struct.pack(f"<{len(vector)}f", *vector)
 
 
 def _element(question: str) -> str:
