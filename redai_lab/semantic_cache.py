@@ -17,7 +17,8 @@ Layout, all under ``<name>:``:
 
 A vector set has no TTL per element, so the answer's hash carries it: when Redis expires the
 hash, the element is left behind and the next lookup that meets it removes it (``VREM``) and
-takes the next candidate. ``lookup`` is one ``VSIM`` (the ``candidates`` nearest, with scores)
+takes the next candidate. A hit does not extend the answer's TTL (redisvl's cache does): an
+answer popular for a day is still recomputed once a day. ``lookup`` is one ``VSIM`` (the ``candidates`` nearest, with scores)
 and, when one is within the threshold, one pipelined read of their hashes: two round trips for a
 hit, one for a miss.
 
