@@ -252,3 +252,25 @@ def test_flushdb_in_any_database_drops_every_index(search_lesson) -> None:
     search_lesson.client.flushdb()  # the tests' own database, not 0
     assert space.index("doomed") not in r0.execute_command("FT._LIST")
     assert r0.hget(space.key("doc:1"), "t") == "stays"
+
+
+# --- the lessons' dataset ---------------------------------------------------------------------
+
+
+def test_the_dataset_is_fixed_and_every_text_has_its_unit_embedding() -> None:
+    from redai_lab import exam_data
+
+    questions, probes = exam_data.questions(), exam_data.probes()
+    assert len(questions) == 384 and len({q.text for q in questions}) == 384
+    assert (questions[13].id, questions[13].text, questions[13].difficulty) == (
+        "q013", "What is Dijkstra's algorithm and why does it matter?", 5)
+    assert sum(p.paraphrase for p in probes) == sum(not p.paraphrase for p in probes) == 48
+    texts = {q.text for q in questions}
+    assert all(p.cached in texts for p in probes)
+    assert all(p.text in texts for p in probes if not p.paraphrase)  # look-alikes are other questions
+    vectors = exam_data.embeddings()
+    assert list(vectors) == list(exam_data.all_texts())
+    assert all(v.shape == (exam_data.DIMENSIONS,) and abs(float(v @ v) - 1) < 1e-5 for v in vectors.values())
+    # The model's meaning, not chance: every paraphrase is nearer its cached question than a random pair is.
+    paraphrases = [1 - float(vectors[p.text] @ vectors[p.cached]) for p in probes if p.paraphrase]
+    assert max(paraphrases) < 0.5 < 1 - float(vectors[questions[0].text] @ vectors[questions[200].text])
