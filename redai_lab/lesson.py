@@ -118,9 +118,14 @@ class DatabaseClaim:
                 return
 
     def empty(self) -> int:
-        """FLUSHDB through the hold, so only while it is live; how many keys there were."""
-        removed = int(self.execute("DBSIZE"))
-        self.execute("FLUSHDB")
+        """Delete every key through the hold, so only while it is live; how many there were.
+
+        SCAN and UNLINK, never FLUSHDB (see ``empty_database``).
+        """
+        removed = 0
+        for page in self.scan():
+            if page:
+                removed += int(self.execute("UNLINK", *page))
         return removed
 
     def holders(self) -> list[str]:
@@ -197,9 +202,7 @@ class Lesson:
         while self.cleanups:
             self.cleanups.pop()()
         if self.hold is None:
-            removed = int(self.client.dbsize())  # type: ignore[arg-type]
-            self.client.flushdb()
-            return removed
+            return empty_database(self.client)
         try:
             return self.hold.empty()
         except ClaimLostError as lost:
@@ -243,7 +246,7 @@ def claim(name: str, db: int, server: RedisServer, *, allow_flush: bool | None =
     """
     if server.throwaway:
         client = connect(server.url, db=db)
-        client.flushdb()
+        empty_database(client)
         return Lesson(name=name, db=db, server=server, client=client)
     if allow_flush is None:
         allow_flush = allow_flush_from_env()
@@ -264,6 +267,21 @@ def claim(name: str, db: int, server: RedisServer, *, allow_flush: bool | None =
         raise
     _held[hold.channel] = hold
     return Lesson(name=name, db=db, server=server, client=client, hold=hold)
+
+
+def empty_database(client: redis.Redis) -> int:
+    """Delete every key of ``client``'s database by SCAN and UNLINK; how many there were.
+
+    Never FLUSHDB: with the query engine loaded, a FLUSHDB in *any* database drops every search
+    index on the server (lesson 30's, a user's), not only that database's keys.
+    """
+    removed, cursor = 0, 0
+    while True:
+        cursor, keys = client.scan(cursor, count=1000)
+        if keys:
+            removed += int(client.unlink(*keys))
+        if not cursor:
+            return removed
 
 
 def allow_flush_from_env() -> bool:

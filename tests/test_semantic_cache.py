@@ -14,6 +14,7 @@ import redis
 
 from redai_lab.errors import InvalidArgument, InvalidArgumentType
 from redai_lab.features import has_command
+from redai_lab.lesson import start_lesson
 from redai_lab.search import search_space
 from redai_lab.semantic_cache import SemanticCache, SemanticCacheDataError, SemanticHit
 
@@ -252,6 +253,19 @@ def test_flushdb_in_any_database_drops_every_index(search_lesson) -> None:
     search_lesson.client.flushdb()  # the tests' own database, not 0
     assert space.index("doomed") not in r0.execute_command("FT._LIST")
     assert r0.hget(space.key("doc:1"), "t") == "stays"
+
+
+def test_starting_and_finishing_lessons_keeps_every_index(search_lesson, lab_server) -> None:
+    """So the lab empties a lesson's database with SCAN and UNLINK, never FLUSHDB."""
+    space = search_space(search_lesson)
+    r0 = space.client
+    r0.execute_command("FT.CREATE", space.index("kept"), "ON", "HASH", "PREFIX", 1, space.key("doc:"),
+                       "SCHEMA", "t", "TEXT")
+    other = start_lesson("05_sets", server=lab_server)
+    other.client.sadd("tags", "a", "b")
+    assert other.finish() == 1
+    assert space.index("kept") in r0.execute_command("FT._LIST")
+    r0.execute_command("FT.DROPINDEX", space.index("kept"))
 
 
 # --- the lessons' dataset ---------------------------------------------------------------------
