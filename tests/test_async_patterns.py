@@ -273,6 +273,31 @@ def test_a_loader_cancelled_mid_load_hands_the_lease_to_a_waiter_at_once(r, redi
     assert errors == 1
 
 
+def test_an_expired_value_is_served_stale_while_one_task_reloads_it(r, redis_url) -> None:
+    async def main() -> tuple[list[Any], int, Any]:
+        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        cache = AsyncCache(ar, "t", ttl=0.1, stale_ttl=30)
+        await cache.set("exam:7", "old")
+        await asyncio.sleep(0.2)  # expired, kept for stale_ttl
+        loads = []
+
+        async def reload() -> str:
+            loads.append(1)
+            await asyncio.sleep(0.2)
+            return "new"
+
+        values = await asyncio.gather(*(cache.get_or_load("exam:7", reload, ttl=60) for _ in range(10)))
+        stats = cache.stats
+        after = await cache.get("exam:7")
+        await ar.aclose()
+        return sorted(values), len(loads), (stats.stale_served, stats.loads, after)
+
+    values, loads, (stale, stored, after) = asyncio.run(main())
+    assert loads == 1 and stored == 1
+    assert values == ["new"] + ["old"] * 9 and stale == 9  # nobody waited for the reload
+    assert after == "new"
+
+
 async def _loaded() -> str:
     return "loaded by the waiter"
 
