@@ -31,6 +31,11 @@ Stampede protection, both kinds:
   ``-delta * beta * ln(rand()) >= time left``, so one caller refreshes shortly before expiry
   and nobody sees the miss. ``beta > 1`` refreshes earlier.
 
+From ``redis.asyncio`` code, ``AsyncCache`` has ``get``, ``get_or_load`` (an async loader),
+``set`` and ``invalidate``: the same keys, envelope, scripts and decisions (``get_or_load``'s are
+one I/O-free generator that both classes drive), so sync and async callers share entries and
+leases.
+
 Commands: GET, SET NX PX O(1); a write O(1) per value; DEL O(keys). Scripts are loaded on
 first use (``EVALSHA``, then ``SCRIPT LOAD`` once per server).
 """

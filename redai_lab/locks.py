@@ -12,6 +12,8 @@
   the resource checking the token can.
 * ``Semaphore``: at most ``limit`` holders at once; a sorted set of holder tokens scored by their
   expiry, expired holders pruned in the same script that admits a new one.
+* ``AsyncLock``: ``Lock`` for ``redis.asyncio`` (``async with``), the same key, scripts and
+  fencing, so sync and async holders exclude each other.
 
 Blocking acquires wait with exponential backoff and jitter until a deadline on
 ``time.monotonic()``. Every acquire attempt, release and extend is one round trip (``EVALSHA``).

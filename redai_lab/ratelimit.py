@@ -16,6 +16,9 @@ identity (a user id, an API key, an IP address)::
 | ``TokenBucket``          | a small hash (tokens, time)   | exact, smooth refill   | limit at once, then the rate      |
 | ``GCRA``                 | one number                    | exact, smooth refill   | limit at once, then the rate      |
 
+From ``redis.asyncio`` code: ``AsyncRateLimiter(GCRA, ar, "api", limit=100, period=60)`` and
+``await limiter.hit(...)``: the same script, key and answers as the sync class.
+
 Design (the same for all five):
 
 * One Lua script per algorithm, registered with ``register_script``: each check is one
