@@ -19,9 +19,10 @@ import redis
 
 from .features import has_command
 
-# What every service user may run besides its own commands: PING, and the CLIENT SETINFO that
-# redis-py sends on connecting (Redis 7.2+), which would otherwise fill the ACL log with refusals.
-CONNECTING = ("+ping", "+client|setinfo")
+# What every service user may run besides its own commands: PING; ACL WHOAMI, so that a service
+# can tell which user it is; and the CLIENT SETINFO that redis-py sends on connecting (Redis 7.2+),
+# refused, it would fill the ACL log.
+CONNECTING = ("+ping", "+acl|whoami", "+client|setinfo")
 
 SERVICE_RULES: dict[str, tuple[str, ...]] = {
     # The cache: read, write with a TTL and delete its own keys; nothing else.

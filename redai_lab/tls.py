@@ -151,7 +151,7 @@ class TLSServer:
             query.update(ssl_ca_certs=str(ca), ssl_cert_reqs="required")
         if client is not None:
             query.update(ssl_certfile=str(client.cert), ssl_keyfile=str(client.key))
-        return f"rediss://127.0.0.1:{self.tls_port}/{db}" + (f"?{urlencode(query)}" if query else "")
+        return f"rediss://127.0.0.1:{self.tls_port}/{db}" + (f"?{urlencode(query, safe='/')}" if query else "")
 
     def stop(self) -> None:
         self.server.stop()
