@@ -32,9 +32,12 @@ SECRET_PATTERNS = {
     # ACL SETUSER name >PASSWORD, or an ACL file's user line with >PASSWORD
     "a plain-text password in an ACL rule": re.compile(
         r"(?im)(?:\bSETUSER\b|^user\b)[^\n]*?\s>(?P<secret>[^\s'\"]+)"),
-    # requirepass / masterauth with a value, as CONFIG GET or a config file shows them
-    "a password setting with a value": re.compile(
-        r"(?i)\b(?:requirepass|masterauth)\b['\"]?[\s:,]+['\"]?(?P<secret>[^\s'\",}\]]+)"),
+    # requirepass / masterauth with a value: a config file's line, CONFIG GET's reply in Python, in redis-cli
+    "a password setting in a config file": re.compile(r"(?im)^\s*(?:requirepass|masterauth)\s+(?P<secret>\S+)"),
+    "a password setting in a reply": re.compile(
+        r"(?i)['\"](?:requirepass|masterauth)['\"]\s*[:,]\s*['\"](?P<secret>[^'\"]*)['\"]"),
+    "a password setting in redis-cli's reply": re.compile(
+        r"(?i)\"(?:requirepass|masterauth)\"\s*\n\s*\d+\)\s*\"(?P<secret>[^\"]*)\""),
     "a password in redis-cli's environment": re.compile(r"\bREDISCLI_AUTH=(?P<secret>\S+)"),
 }
 
@@ -71,7 +74,9 @@ LEAKS = [
     "redis> ACL SETUSER cache on >correct-horse ~cache:* +get",
     "user cache on >correct-horse ~cache:* +get",
     "{'requirepass': 'hunter2'}",
+    "['masterauth', 'hunter2']",
     "requirepass hunter2",
+    'redis> CONFIG GET requirepass\n1) "requirepass"\n2) "hunter2"',
     "REDISCLI_AUTH=hunter2 redis-cli PING",
 ]
 
@@ -85,6 +90,8 @@ SAFE = [
     "otherwise the HELLO <proto> AUTH <user> <pass> option can be used",
     "NOAUTH Authentication required.",
     "{'requirepass': ''}",
+    'redis> CONFIG GET requirepass\n1) "requirepass"\n2) ""',
+    "CONFIG GET requirepass       -> NOPERM User cache has no permissions to run the 'config|get' command",
     "the AUTH command's password travels in clear text without TLS",
     "redis://[[user]:password@]host[:port][/db], or redis://:PASSWORD@host:port/db",
     "amqp://guest:**@localhost:5672//",
