@@ -113,6 +113,14 @@ def test_redact_hides_what_the_scan_looks_for(url: str) -> None:
     assert secrets_in(redact(url)) == []
 
 
+def test_an_error_about_a_url_redacts_it() -> None:
+    from redai_lab.queues import make_celery
+
+    with pytest.raises(ValueError) as error:
+        make_celery("amqp://guest:hunter2@rabbit:5672//")
+    assert "hunter2" not in str(error.value) and "amqp://guest:***@rabbit" in str(error.value)
+
+
 @pytest.mark.parametrize("notebook", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda path: path.stem)
 def test_no_notebook_output_shows_a_password(notebook: Path) -> None:
     leaks = [f"cell {index}: {leak}" for index, text in output_texts(notebook) for leak in secrets_in(text)]
