@@ -20,7 +20,7 @@ import redis
 from .features import has_command
 
 # What every service user may run besides its own commands: PING; ACL WHOAMI, so that a service
-# can tell which user it is; and the CLIENT SETINFO that redis-py sends on connecting (Redis 7.2+),
+# can tell which user it is; and the CLIENT SETINFO that redis-py sends on connecting (Redis 7.2+):
 # refused, it would fill the ACL log.
 CONNECTING = ("+ping", "+acl|whoami", "+client|setinfo")
 
@@ -30,8 +30,8 @@ SERVICE_RULES: dict[str, tuple[str, ...]] = {
               "+get", "+set", "+del", "+unlink", "+expire", "+ttl"),
     # Celery and kombu on Redis (broker and result backend): the queues (`celery`, priority
     # queues `celery\x06\x16N`) and results (`celery-task-meta-<id>`), kombu's bindings and unacked
-    # deliveries, results announced on channels named after the result key. Found by running a real
-    # worker under MONITOR; the broadcast channels of remote control and events are left out.
+    # deliveries, results announced on channels named after the result key. Read from the commands a
+    # real worker ran (INFO commandstats); the broadcast channels of remote control and events are left out.
     "celery": ("resetkeys", "~celery*", "~_kombu.*", "~unacked*", "resetchannels", "&celery-task-meta-*",
                "-@all", "+@list", "+@hash", "+@set", "+@sortedset", "+@string", "+@keyspace", "+@pubsub",
                "+@transaction", "+@scripting", "-@dangerous"),
