@@ -112,6 +112,29 @@ def test_acl_save_writes_hashes_never_the_passwords(server: RedisServer, passwor
     admin.close()
 
 
+class RecordingRedis(redis.Redis):
+    """A client that keeps every command it sends (what a network capture would see)."""
+
+    sent: list[tuple[str, ...]]
+
+    def execute_command(self, *args, **options):
+        self.sent.append(tuple(str(arg) for arg in args))
+        return super().execute_command(*args, **options)
+
+
+def test_create_user_sends_the_hash_never_the_password(server: RedisServer) -> None:
+    admin = RecordingRedis.from_url(server.url, decode_responses=True)
+    admin.sent = []
+    password = new_password()
+    create_user(admin, "reports", password, ["~results:*", "-@all", "+@read"])
+    setuser = [args for args in admin.sent if args[:2] == ("ACL", "SETUSER")]
+    assert len(setuser) == 1 and acl_hash(password) in setuser[0]
+    assert not any(password in arg for args in admin.sent for arg in args)
+    assert _as(server, "reports", password).get("results:none") is None  # and the password works
+    admin.acl_deluser("reports")
+    admin.close()
+
+
 def test_redis_cli_authenticates_without_the_password_on_its_command_line(
         server: RedisServer, passwords: dict[str, str]) -> None:
     url = f"redis://cache:{passwords['cache']}@{server.url.removeprefix('redis://')}"
