@@ -206,3 +206,16 @@ def test_rename_command_hides_a_command_from_everyone() -> None:
         with pytest.raises(redis.ResponseError, match="unknown command 'FLUSHALL'"):
             client.execute_command("FLUSHALL")
         client.close()
+
+
+def test_debug_module_load_and_protected_configs_are_refused_even_to_an_administrator(server: RedisServer) -> None:
+    admin = redis.Redis.from_url(server.url, decode_responses=True)
+    assert admin.config_get("enable-*") == {
+        "enable-debug-command": "no", "enable-module-command": "no", "enable-protected-configs": "no"}
+    with pytest.raises(redis.ResponseError, match="can't set protected config"):
+        admin.config_set("dir", "/tmp")
+    with pytest.raises(redis.ResponseError, match="DEBUG command not allowed"):
+        admin.execute_command("DEBUG", "SLEEP", "0")
+    with pytest.raises(redis.ResponseError, match="MODULE command not allowed"):
+        admin.execute_command("MODULE", "LOAD", "/nonexistent.so")
+    admin.close()
