@@ -12,6 +12,23 @@ from redai_lab.exercises import Case, Spec
 from redai_lab.exercises.lesson13 import race, settle
 
 READS = ("GET", "MGET", "HGET", "HMGET", "HGETALL", "EVAL", "EVALSHA", "FCALL")
+# A racing case allows the outcome of either order: this function's step first, or the other
+# client's. (A WATCH answer that reads through the client itself sees the other client act
+# between its read and its EXEC, and retries: it ends as if the other client had gone first.)
+EITHER_ORDER = "either order"
+SERIAL = "as if one client ran after the other"
+
+
+def _allow_either_order(r: redis.Redis, prefix: str, *outcomes: Any) -> None:
+    r.set(f"{prefix}{EITHER_ORDER}", json.dumps(outcomes))
+
+
+def _serial_or_actual(r: redis.Redis, prefix: str, outcome: Any) -> Any:
+    """SERIAL when ``outcome`` is one the case allows, else ``outcome`` itself (to show)."""
+    allowed = r.get(f"{prefix}{EITHER_ORDER}")
+    if allowed is not None and json.loads(json.dumps(outcome)) in json.loads(allowed):
+        return SERIAL
+    return outcome
 
 
 # Exercise 1 ------------------------------------------------------------------------------------
@@ -73,7 +90,8 @@ return 1
 
 def _accounts(source: int | None, amount: int, spent_meanwhile: int = 0):
     """Alice holds `source` (None: no account) and sends Bob `amount`; `spent_meanwhile`: right
-    after the transfer reads her balance, another client moves that much of it to a shop."""
+    after the transfer reads her balance, another client moves that much of it to a shop (with
+    `amount`, more than she has: only one of the two can succeed)."""
 
     def setup(r: redis.Redis, prefix: str) -> tuple[str, str, int]:
         alice, bob = f"{prefix}{{bank}}:alice", f"{prefix}{{bank}}:bob"
@@ -83,15 +101,21 @@ def _accounts(source: int | None, amount: int, spent_meanwhile: int = 0):
         if spent_meanwhile:
             shop = f"{prefix}{{bank}}:shop"
             race(r, prefix, alice, lambda r: transfer(r, alice, shop, spent_meanwhile), after=READS)
+            _allow_either_order(
+                r, prefix,
+                [True, {"alice": str(source - amount), "bob": str(50 + amount), "shop": None}],
+                [False, {"alice": str(source - spent_meanwhile), "bob": "50", "shop": str(spent_meanwhile)}],
+            )
         return alice, bob, amount
 
     return setup
 
 
-def _balances(r: redis.Redis, prefix: str, result: Any) -> tuple[Any, dict[str, Any]]:
+def _balances(r: redis.Redis, prefix: str, result: Any) -> Any:
     settle(r)
     names = ("alice", "bob", "shop")
-    return result, dict(zip(names, r.mget([f"{prefix}{{bank}}:{name}" for name in names])))
+    balances = dict(zip(names, r.mget([f"{prefix}{{bank}}:{name}" for name in names])))
+    return _serial_or_actual(r, prefix, (result, balances))
 
 
 # Exercise 2 ------------------------------------------------------------------------------------
@@ -151,17 +175,27 @@ def _stock(levels: dict[str, int], order: dict[str, int], taken_meanwhile: dict[
         if taken_meanwhile:
             race(r, prefix, stock, lambda r: r.set(f"{prefix}other order", str(reserve(r, stock, taken_meanwhile))),
                  after=READS)
+            _allow_either_order(
+                r, prefix,
+                {"returned": True, "stock": _minus(levels, order), "the other order reserved": "False"},
+                {"returned": False, "stock": _minus(levels, taken_meanwhile), "the other order reserved": "True"},
+            )
         return stock, order
 
     return setup
 
 
-def _stock_outcome(r: redis.Redis, prefix: str, result: Any) -> dict[str, Any]:
+def _minus(levels: dict[str, int], order: dict[str, int]) -> dict[str, str]:
+    """The stock hash after `order` was taken (as HGETALL returns it)."""
+    return {product: str(level - order.get(product, 0)) for product, level in levels.items()}
+
+
+def _stock_outcome(r: redis.Redis, prefix: str, result: Any) -> Any:
     settle(r)
     outcome = {"returned": result, "stock": r.hgetall(f"{prefix}stock")}
     if (other := r.get(f"{prefix}other order")) is not None:
         outcome["the other order reserved"] = other
-    return outcome
+    return _serial_or_actual(r, prefix, outcome)
 
 
 # Exercise 3 ------------------------------------------------------------------------------------
