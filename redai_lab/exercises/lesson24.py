@@ -98,9 +98,13 @@ def _accounts(source: int | None, amount: int, spent_meanwhile: int = 0):
         if source is not None:
             r.set(alice, source)
         r.set(bob, 50)
-        if spent_meanwhile:
+        if spent_meanwhile and source is not None:
             shop = f"{prefix}{{bank}}:shop"
-            race(r, prefix, alice, lambda r: transfer(r, alice, shop, spent_meanwhile), after=READS)
+
+            def other_client_pays(r: redis.Redis) -> None:
+                transfer(r, alice, shop, spent_meanwhile)
+
+            race(r, prefix, alice, other_client_pays, after=READS)
             _allow_either_order(
                 r, prefix,
                 [True, {"alice": str(source - amount), "bob": str(50 + amount), "shop": None}],
@@ -170,11 +174,13 @@ def reserve_check_then_multi(r, stock, quantities):
 def _stock(levels: dict[str, int], order: dict[str, int], taken_meanwhile: dict[str, int] | None = None):
     def setup(r: redis.Redis, prefix: str) -> tuple[str, dict[str, int]]:
         stock = f"{prefix}stock"
-        if levels:
-            r.hset(stock, mapping=levels)
+        for product, level in levels.items():
+            r.hset(stock, product, level)
         if taken_meanwhile:
-            race(r, prefix, stock, lambda r: r.set(f"{prefix}other order", str(reserve(r, stock, taken_meanwhile))),
-                 after=READS)
+            def other_order(r: redis.Redis) -> None:
+                r.set(f"{prefix}other order", str(reserve(r, stock, taken_meanwhile)))
+
+            race(r, prefix, stock, other_order, after=READS)
             _allow_either_order(
                 r, prefix,
                 {"returned": True, "stock": _minus(levels, order), "the other order reserved": "False"},
