@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import ServerStartError
-from .server import RedisServer, ServerBinary, _free_port, find_server_binary, start_local
+from .server import RedisServer, ServerBinary, free_port, find_server_binary, start_local
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -179,7 +179,7 @@ def _speaks_tls(binary: ServerBinary) -> bool:
     built without it says so and exits; one built with it exits too, for want of a certificate."""
     if binary.path not in _tls_capable:
         try:
-            start_local(binary, modules=[], config=["--tls-port", str(_free_port())]).stop()
+            start_local(binary, modules=[], config=["--tls-port", str(free_port())]).stop()
         except ServerStartError as exc:
             _tls_capable[binary.path] = NO_TLS_SUPPORT not in str(exc)
         else:
@@ -204,7 +204,7 @@ def start_tls_server(
             "Install Debian's (`apt install redis-tools`) or another redis-server built with BUILD_TLS=yes."
         )
     pair = server_cert or certificates.server
-    tls_port = _free_port()
+    tls_port = free_port()
     config = [
         "--tls-port", str(tls_port),
         "--tls-cert-file", str(pair.cert), "--tls-key-file", str(pair.key),
