@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from .errors import check_count
+from .errors import InvalidArgument, check_count
 from .server import RedisServer, ServerBinary, start_local
 
 # Every value of maxmemory-policy, in the order the lesson shows them.
@@ -136,7 +136,7 @@ class CacheWorkload:
     or two, never reached in a run), even ones without, so that ``volatile-*`` policies have
     candidates and keys they may not touch. With ``shift``, the popular keys change halfway
     through (what was cold becomes hot). ``maxmemory`` leaves room for ``capacity`` of the whole
-    data set. Same ``seed``, same requests."""
+    data set (above 1: all of it, nothing is evicted). Same ``seed``, same requests."""
 
     keys: int = 3_000
     requests: int = 12_000
@@ -152,8 +152,9 @@ class CacheWorkload:
         check_count("requests", self.requests, minimum=4)
         check_count("value_bytes", self.value_bytes, minimum=1)
         check_count("batch", self.batch)
-        if not 0 < self.capacity <= 1:
-            raise ValueError(f"capacity is the share of the data set that fits, in (0, 1], not {self.capacity!r}.")
+        if not (isinstance(self.capacity, (int, float)) and 0 < self.capacity < float("inf")):
+            raise InvalidArgument(f"capacity is the share of the data set that fits in maxmemory (0.1 = a tenth; "
+                                  f"above 1, all of it), not {self.capacity!r}.")
 
     def key_ids(self) -> list[int]:
         """The key asked for by each request, in order (deterministic for a given seed)."""
@@ -206,7 +207,7 @@ def eviction_experiment(
     """
     for policy in policies:
         if policy not in EVICTION_POLICIES:
-            raise ValueError(f"{policy!r} is no eviction policy: use one of {', '.join(EVICTION_POLICIES)}.")
+            raise InvalidArgument(f"{policy!r} is no eviction policy: use one of {', '.join(EVICTION_POLICIES)}.")
     with throwaway_server(binary=binary) as (_, r):
         empty = r.info("memory")["used_memory"]
         _write(r, workload, range(workload.keys))
