@@ -32,10 +32,11 @@ def test_volatile_policies_never_evict_a_key_without_ttl_and_then_refuse_writes(
         assert cache.refused == 0 and r.info("stats")["evicted_keys"] > 0  # cache keys make room for each other
         more = fill(r, "kept-more:", 5_000)  # no TTL: evicts cache keys, until none is left
         assert more.written > 0 and more.refused > 0 and "maxmemory" in more.first_refusal
-        assert fill(r, "cache-again:", 10, ttl_seconds=3600).refused == 10  # nothing left to evict
         assert r.mget([f"kept:{i}" for i in range(300)]) == ["x" * 100] * 300
-        assert r.mget([f"kept-more:{i}" for i in range(more.written)]) == ["x" * 100] * more.written
-        assert r.dbsize() == 300 + more.written  # every cache key evicted, no other key
+        # Every cache key evicted, none of the others: (a write refused near the limit may be
+        # followed by one accepted, so the kept-more keys written are counted, not listed.)
+        assert r.dbsize() == 300 + more.written
+        assert len(list(r.scan_iter(match="kept-more:*", count=1000))) == more.written
 
 
 def test_noeviction_refuses_writes_but_serves_reads_and_deletes() -> None:
@@ -49,7 +50,8 @@ def test_noeviction_refuses_writes_but_serves_reads_and_deletes() -> None:
         assert r.dbsize() == filled.written  # nothing evicted
         assert r.info("stats")["evicted_keys"] == 0
         assert r.get("item:0") == "x" * 100  # reads work
-        assert r.delete(*[f"item:{i}" for i in range(200)]) == 200  # deletes work, and free room
+        half = filled.written // 2
+        assert r.delete(*[f"item:{i}" for i in range(half)]) == half  # deletes work, and free room
         assert r.set("one-more", "x")
 
 
