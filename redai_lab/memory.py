@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass
 import redis
 
 from .errors import InvalidArgument, check_count
+from .lesson import CliOptions
 from .server import RedisServer, ServerBinary, start_local
 
 # Every value of maxmemory-policy, in the order the lesson shows them.
@@ -358,3 +361,28 @@ def _watch_expiry(
             samples.append(ExpirySample(setting.label, round(step * interval, 3), held - live))
             time.sleep(interval)
         return samples
+
+
+# --- redis-cli's key scans ---------------------------------------------------------------------------
+
+
+def redis_cli_key_report(url: str, option: str) -> str | None:
+    """The summary of ``redis-cli --bigkeys`` (largest key of each type by length) or
+    ``--memkeys`` (by ``MEMORY USAGE``, every element counted: ``--memkeys-samples 0``) over the
+    database of ``url``; None without redis-cli.
+
+    Both walk the whole database with SCAN (never KEYS), so they are safe on a live server;
+    the progress lines before the summary depend on SCAN's order and are left out.
+    """
+    if option not in ("--bigkeys", "--memkeys"):
+        raise InvalidArgument(f"option is --bigkeys or --memkeys, not {option!r}.")
+    binary = shutil.which("redis-cli")
+    if binary is None:
+        return None
+    options = CliOptions.from_url(url)
+    result = subprocess.run(
+        [binary, *options.args, "-n", str(options.db), option,
+         *(["--memkeys-samples", "0"] if option == "--memkeys" else [])],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=True, env=options.env,
+    )
+    return result.stdout.partition("-------- summary -------")[2].strip()
