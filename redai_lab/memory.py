@@ -366,10 +366,15 @@ def _watch_expiry(
 # --- redis-cli's key scans ---------------------------------------------------------------------------
 
 
+# redis-cli's --memkeys-samples: 0 means its default (5 elements, an estimate), so a large number
+# stands for "count them all" (exact for aggregates of up to this many elements).
+MEMKEYS_SAMPLES = 10_000
+
+
 def redis_cli_key_report(url: str, option: str) -> str | None:
     """The summary of ``redis-cli --bigkeys`` (largest key of each type by length) or
-    ``--memkeys`` (by ``MEMORY USAGE``, every element counted: ``--memkeys-samples 0``) over the
-    database of ``url``; None without redis-cli.
+    ``--memkeys`` (by ``MEMORY USAGE``, up to ``MEMKEYS_SAMPLES`` elements of a key counted) over
+    the database of ``url``; None without redis-cli.
 
     Both walk the whole database with SCAN (never KEYS), so they are safe on a live server;
     the progress lines before the summary depend on SCAN's order and are left out.
@@ -382,7 +387,7 @@ def redis_cli_key_report(url: str, option: str) -> str | None:
     options = CliOptions.from_url(url)
     result = subprocess.run(
         [binary, *options.args, "-n", str(options.db), option,
-         *(["--memkeys-samples", "0"] if option == "--memkeys" else [])],
+         *(["--memkeys-samples", str(MEMKEYS_SAMPLES)] if option == "--memkeys" else [])],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=True, env=options.env,
     )
     return result.stdout.partition("-------- summary -------")[2].strip()
