@@ -135,9 +135,6 @@ def _mixed(policy: str):
 
 # --- 3. A profile that keeps its hash compact ------------------------------------------------------
 
-LISTPACK_VALUE_BYTES = 64  # hash-max-listpack-value: Redis 7 and 8, Valkey
-
-
 def save_profile(r: redis.Redis, key: str, profile: dict[str, str]) -> int:
     """Save `profile` (at most 100 fields, field -> text) so that any field can be read alone
     with one command and the whole takes as little memory as Redis allows: the hash `key` holds
@@ -145,7 +142,8 @@ def save_profile(r: redis.Redis, key: str, profile: dict[str, str]) -> int:
     hash-max-listpack-value, below which a hash keeps its compact listpack encoding), and every
     longer value goes to a string key of its own, named `key` + ":" + the field. Write it all at
     once, so that no reader sees half a profile. Return the number of keys written."""
-    short = {field: value for field, value in profile.items() if len(value.encode()) <= LISTPACK_VALUE_BYTES}
+    # 64: hash-max-listpack-value's default on Redis 7 and 8 and Valkey; UTF-8 bytes, not characters.
+    short = {field: value for field, value in profile.items() if len(value.encode()) <= 64}
     pipe = r.pipeline()  # MULTI/EXEC: the hash and the long values appear together
     if short:
         pipe.hset(key, mapping=short)
