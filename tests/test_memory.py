@@ -45,8 +45,6 @@ def test_noeviction_refuses_writes_but_serves_reads_and_deletes() -> None:
         filled = fill(r, "item:", 5_000)
         assert filled.written > 0 and filled.refused > 0 and filled.written + filled.refused == 5_000
         assert filled.first_refusal == "command not allowed when used memory > 'maxmemory'."
-        with pytest.raises(redis.exceptions.OutOfMemoryError):
-            r.set("one-more", "x" * 100)
         assert r.dbsize() == filled.written  # nothing evicted
         assert r.info("stats")["evicted_keys"] == 0
         assert r.get("item:0") == "x" * 100  # reads work
