@@ -4,6 +4,7 @@ evicted from another database, the eviction experiment's bookkeeping, and active
 
 from __future__ import annotations
 
+import shutil
 import time
 
 import pytest
@@ -180,3 +181,19 @@ def test_the_production_configs_are_accepted_by_a_real_server() -> None:
             assert report["maxmemory"] == 2 * 1024**3 and report["maxmemory_policy"] == config["maxmemory-policy"]
             assert report["used_memory"] > 0 and report["evicted_keys"] == 0
     assert memory.as_arguments({"maxmemory": "1mb", "hz": "20"}) == ["--maxmemory", "1mb", "--hz", "20"]
+
+
+def test_redis_cli_reports_the_biggest_key_by_length_and_by_memory() -> None:
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli is not installed (apt install redis-tools)")
+    with throwaway_server() as (server, r):
+        r.hset("many-small", mapping={f"f{i}": "x" for i in range(1_000)})  # most fields
+        r.hset("few-big", mapping={f"f{i}": "x" * (200_000 if i == 7 else 1) for i in range(200)})  # most bytes
+        by_length = memory.redis_cli_key_report(server.url, "--bigkeys")
+        by_memory = memory.redis_cli_key_report(server.url, "--memkeys")
+    assert by_length.startswith("Sampled 2 keys") and by_memory.startswith("Sampled 2 keys")
+    assert "Biggest   hash found '\"many-small\"' has 1000 fields" in by_length
+    # Every element counted: a sample of 5 fields would almost surely miss the one big value.
+    assert "Biggest   hash found '\"few-big\"'" in by_memory
+    with pytest.raises(InvalidArgument, match="--bigkeys or --memkeys"):
+        memory.redis_cli_key_report(server.url, "--hotkeys")
