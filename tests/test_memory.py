@@ -155,8 +155,9 @@ def test_expired_keys_stay_until_active_expiry_or_a_read_reclaims_them() -> None
     low, high = left["hz 10, active-expire-effort 1"], left["hz 10, active-expire-effort 10"]
     assert low == sorted(low, reverse=True) and high == sorted(high, reverse=True)
     # Effort 1 stops each pass once under 10% of what it samples has expired (here 500 of
-    # 5,500 keys with a TTL): most stay. Effort 10 goes on down to 1%.
-    assert high[-1] < low[-1] and high[-1] < 50 < low[-1]
+    # 5,500 keys with a TTL): most stay. Effort 10 goes on down to 1% (Redis 8.2 and Valkey 9
+    # reclaim all 500 within 0.3 s, Redis 7.0 about 200 in the second).
+    assert low[-1] > 400 and high[-1] + 100 < low[-1]
 
 
 def test_lazy_expiry_reclaims_what_is_read() -> None:
