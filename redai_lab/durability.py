@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import redis
@@ -93,7 +94,7 @@ def powerloss_shim() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     building = target.with_suffix(f".{os.getpid()}.tmp")
     command = [compiler, "-shared", "-fPIC", "-O2", "-o", str(building), str(SHIM_SOURCE), "-ldl", "-pthread"]
-    built = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    built = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     if built.returncode != 0:
         building.unlink(missing_ok=True)
         first = (built.stderr.strip().splitlines() or ["no message"])[0]
@@ -216,7 +217,7 @@ def run_experiment(
     with ThreadPoolExecutor(max_workers=len(crashes), thread_name_prefix="durability-trial") as pool:
         for _round in range(kills):
             for setting in settings:
-                trials += pool.map(lambda crash: run_trial(setting, crash, seconds=seconds, binary=binary), crashes)
+                trials += pool.map(partial(run_trial, setting, seconds=seconds, binary=binary), crashes)
     return trials
 
 
