@@ -141,10 +141,27 @@ def process_id(server: RedisServer) -> int:
         client.close()
 
 
+def start_server(
+    config: Iterable[str], data_dir: str, *, crash: str = PROCESS_CRASH, binary: ServerBinary | None = None
+) -> RedisServer:
+    """A throwaway server (no modules: it starts faster) persisting to ``data_dir`` with ``config``
+    (``redis-server`` arguments); with ``crash=POWER_LOSS``, under the shim, so that a kill loses
+    what was never fsynced."""
+    if crash not in CRASHES:
+        raise ValueError(f"crash must be one of {', '.join(CRASHES)}, got {crash!r}.")
+    env = powerloss_env(data_dir) if crash == POWER_LOSS else None
+    return start_local(binary, modules=[], data_dir=data_dir, config=list(config), env=env)
+
+
+def kill(server: RedisServer) -> None:
+    """SIGKILL the server: no shutdown, no last fsync, no save."""
+    os.kill(process_id(server), signal.SIGKILL)
+    server.stop()  # reaps the process and removes its working directory (not the data directory)
+
+
 def write_until_killed(server: RedisServer, seconds: float) -> tuple[int, float]:
     """INCR ``COUNTER`` one acknowledged write after another, SIGKILL the server after ``seconds``;
     return the last acknowledged value and the seconds from the first INCR to it."""
-    pid = process_id(server)
     client = redis.Redis.from_url(server.url, socket_timeout=5)
     acknowledged = [0, 0.0]  # value, time of its acknowledgement
     started = threading.Event()
@@ -166,7 +183,7 @@ def write_until_killed(server: RedisServer, seconds: float) -> tuple[int, float]
     writer.start()
     started.wait(10)
     time.sleep(seconds)
-    os.kill(pid, signal.SIGKILL)
+    kill(server)
     writer.join(10)
     client.close()
     return int(acknowledged[0]), float(acknowledged[1])
@@ -184,17 +201,14 @@ def run_trial(
     setting: Persistence, crash: str, *, seconds: float = 1.0, binary: ServerBinary | None = None
 ) -> Trial:
     """Write for ``seconds``, kill the server the way ``crash`` says, restart it, count the loss."""
-    if crash not in CRASHES:
-        raise ValueError(f"crash must be one of {', '.join(CRASHES)}, got {crash!r}.")
     data_dir = tempfile.mkdtemp(prefix="redai-lab-durability-")
     try:
-        env = powerloss_env(data_dir) if crash == POWER_LOSS else None
-        server = start_local(binary, modules=[], data_dir=data_dir, config=setting.config, env=env)
+        server = start_server(setting.config, data_dir, crash=crash, binary=binary)
         try:
             acknowledged, elapsed = write_until_killed(server, seconds)
         finally:
             server.stop()
-        with start_local(binary, modules=[], data_dir=data_dir, config=setting.config) as restarted:
+        with start_server(setting.config, data_dir, binary=binary) as restarted:
             recovered = read_counter(restarted)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
