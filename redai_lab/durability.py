@@ -57,13 +57,18 @@ class Persistence:
 
     name: str
     config: tuple[str, ...]
+    # A trial of this setting writes for at least this long: everysec fsyncs once a second, and a
+    # shorter run would only show it losing everything, as "no" does.
+    min_seconds: float = 0.0
 
 
 # Redis's default snapshot points: none of them fires within a trial of a few seconds.
 DEFAULT_SAVE_POINTS = "3600 1 300 100 60 10000"
 RDB_ONLY = Persistence("RDB only", ("--appendonly", "no", "--save", DEFAULT_SAVE_POINTS))
 AOF_NO = Persistence("AOF appendfsync no", ("--appendonly", "yes", "--appendfsync", "no"))
-AOF_EVERYSEC = Persistence("AOF appendfsync everysec", ("--appendonly", "yes", "--appendfsync", "everysec"))
+AOF_EVERYSEC = Persistence(
+    "AOF appendfsync everysec", ("--appendonly", "yes", "--appendfsync", "everysec"), min_seconds=1.5
+)
 AOF_ALWAYS = Persistence("AOF appendfsync always", ("--appendonly", "yes", "--appendfsync", "always"))
 SETTINGS = (RDB_ONLY, AOF_NO, AOF_EVERYSEC, AOF_ALWAYS)
 
@@ -200,12 +205,13 @@ def read_counter(server: RedisServer) -> int:
 def run_trial(
     setting: Persistence, crash: str, *, seconds: float = 1.0, binary: ServerBinary | None = None
 ) -> Trial:
-    """Write for ``seconds``, kill the server the way ``crash`` says, restart it, count the loss."""
+    """Write for ``seconds`` (at least the setting's ``min_seconds``), kill the server the way
+    ``crash`` says, restart it, count the loss."""
     data_dir = tempfile.mkdtemp(prefix="redai-lab-durability-")
     try:
         server = start_server(setting.config, data_dir, crash=crash, binary=binary)
         try:
-            acknowledged, elapsed = write_until_killed(server, seconds)
+            acknowledged, elapsed = write_until_killed(server, max(seconds, setting.min_seconds))
         finally:
             server.stop()
         with start_server(setting.config, data_dir, binary=binary) as restarted:
