@@ -238,9 +238,12 @@ static ssize_t kept_write(int fd, const void *buf, size_t count, off_t offset, i
     return (ssize_t)count;
 }
 
+/* The mode argument exists only with O_CREAT or O_TMPFILE (whose bits include O_DIRECTORY's). */
 #define OPEN_MODE(flags, mode) \
     mode_t mode = 0; \
-    if ((flags) & (O_CREAT | O_TMPFILE)) { va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap); }
+    if (((flags) & O_CREAT) || ((flags) & O_TMPFILE) == O_TMPFILE) { \
+        va_list ap; va_start(ap, flags); mode = va_arg(ap, mode_t); va_end(ap); \
+    }
 
 static int opened(int fd, int flags) {
     if (fd >= 0) { pthread_mutex_lock(&lock); watch(fd, flags); pthread_mutex_unlock(&lock); }
