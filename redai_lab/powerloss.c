@@ -27,6 +27,15 @@
  * a watched file by the same process see the disk, not the kept bytes (Redis never reads its
  * AOF while appending to it). Descriptors >= MAX_FDS are not watched.
  *
+ * What Redis 8.2 does with its files (strace -f, appendonly yes): the AOF increment is opened
+ * O_WRONLY|O_CREAT|O_APPEND, appended with write() and synced with fdatasync() (main thread under
+ * appendfsync always, the bio thread under everysec, never under no); the manifest is opened
+ * O_TRUNC under a temporary name, written, fdatasync'ed, renamed over appendonly.aof.manifest,
+ * and the directory fdatasync'ed; the AOF base and dump.rdb are written through stdio as
+ * temp-*.{aof,rdb}, fsync'ed, then renamed into place; an old increment is fdatasync'ed by the bio
+ * thread before it is closed, and unlinked after a rewrite. Redis 7.0.15 and Valkey 9.1 make the
+ * same calls.
+ *
  * Build: cc -shared -fPIC -O2 -o powerloss.so powerloss.c -ldl -pthread
  */
 #define _GNU_SOURCE
