@@ -22,6 +22,7 @@ import shutil
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -47,8 +48,8 @@ POWER_LOSS = "power loss"
 CRASHES = (PROCESS_CRASH, POWER_LOSS)
 
 
-class NoCompilerError(LabError):
-    """No C compiler to build the power-loss shim with."""
+class PowerLossUnavailableError(LabError):
+    """Power loss cannot be simulated here: not Linux, or no C compiler to build the shim."""
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,21 @@ def powerloss_shim() -> Path:
     """The compiled shim, built from ``powerloss.c`` with the system C compiler on first use.
 
     The file is named after a hash of the source, so an edited source is built anew. Raises a
-    one-line ``NoCompilerError`` when no compiler is here.
+    one-line ``PowerLossUnavailableError`` when no compiler is here, or off Linux (the shim needs
+    ``LD_PRELOAD`` and ``/proc/self/fd``).
     """
+    if not sys.platform.startswith("linux"):
+        raise PowerLossUnavailableError(
+            f"Simulating a power loss needs Linux (LD_PRELOAD, /proc), not {sys.platform}: "
+            "run the lab in a Linux container or VM; process crashes run anywhere."
+        )
     source = SHIM_SOURCE.read_bytes()
     target = cache_dir() / f"powerloss-{hashlib.sha256(source).hexdigest()[:12]}.so"
     if target.is_file():
         return target
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
-        raise NoCompilerError(
+        raise PowerLossUnavailableError(
             "No C compiler (cc) here to build the power-loss shim: install one (`apt install gcc`, "
             "`xcode-select --install`); process crashes need none."
         )
@@ -103,7 +110,7 @@ def powerloss_shim() -> Path:
     if built.returncode != 0:
         building.unlink(missing_ok=True)
         first = (built.stderr.strip().splitlines() or ["no message"])[0]
-        raise NoCompilerError(f"{compiler} could not build {SHIM_SOURCE.name}: {first}")
+        raise PowerLossUnavailableError(f"{compiler} could not build {SHIM_SOURCE.name}: {first}")
     os.replace(building, target)  # atomic: a parallel build never leaves half a library in place
     return target
 

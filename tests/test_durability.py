@@ -21,7 +21,7 @@ from redai_lab.durability import (
     POWER_LOSS,
     PROCESS_CRASH,
     RDB_ONLY,
-    NoCompilerError,
+    PowerLossUnavailableError,
     Trial,
     kill,
     powerloss_env,
@@ -59,8 +59,10 @@ def killed_after(steps: str, directory: Path, env: dict[str, str] | None) -> str
 
 
 APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the power-loss shim needs Linux")
 
 
+@linux_only
 def test_the_shim_keeps_unsynced_writes_from_the_file_and_the_kill_drops_them(tmp_path: Path) -> None:
     steps = f'''
         fd = os.open("aof", {APPEND}, 0o644)
@@ -86,6 +88,7 @@ def test_without_the_shim_the_same_kill_keeps_every_write(tmp_path: Path) -> Non
     assert (tmp_path / "aof").read_bytes() == b"synced\nnever synced\n"  # the page cache survived
 
 
+@linux_only
 def test_fdatasync_after_close_and_rename_flushes_what_the_inode_kept(tmp_path: Path) -> None:
     # The page cache belongs to the file, not to a descriptor: Redis writes the manifest to a
     # temporary name, fdatasyncs it and renames it; a kept write survives close and rename.
@@ -103,6 +106,7 @@ def test_fdatasync_after_close_and_rename_flushes_what_the_inode_kept(tmp_path: 
     assert (tmp_path / "manifest").read_bytes() == b"file base\nfile incr\n"
 
 
+@linux_only
 def test_truncation_and_unlink_drop_kept_writes(tmp_path: Path) -> None:
     steps = f'''
         fd = os.open("truncated", {os.O_RDWR | os.O_CREAT}, 0o644)
@@ -121,6 +125,7 @@ def test_truncation_and_unlink_drop_kept_writes(tmp_path: Path) -> None:
     assert (tmp_path / "removed").read_bytes() == b"new"
 
 
+@linux_only
 def test_files_outside_the_watched_directory_are_written_through(tmp_path: Path) -> None:
     watched, other = tmp_path / "data", tmp_path / "logs"
     watched.mkdir()
@@ -134,17 +139,27 @@ def test_files_outside_the_watched_directory_are_written_through(tmp_path: Path)
     assert (other / "f").read_bytes() == b"unsynced"
 
 
+@linux_only
 def test_no_compiler_is_one_line_that_says_what_to_install(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(durability.CACHE_ENV, str(tmp_path))  # nothing built there yet
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("CC", raising=False)
-    with pytest.raises(NoCompilerError) as caught:
+    with pytest.raises(PowerLossUnavailableError) as caught:
         durability.powerloss_shim()
     message = str(caught.value)
     assert "\n" not in message and "apt install gcc" in message
     assert list(tmp_path.iterdir()) == []
 
 
+def test_off_linux_power_loss_is_one_line_and_nothing_is_built(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(durability.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(PowerLossUnavailableError, match=r"^Simulating a power loss needs Linux .*, not darwin: "):
+        durability.powerloss_shim()
+    assert list(tmp_path.iterdir()) == []
+
+
+@linux_only
 def test_the_shim_is_built_once_per_source(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(durability.CACHE_ENV, str(tmp_path))
     first = durability.powerloss_shim()
@@ -156,6 +171,7 @@ def test_the_shim_is_built_once_per_source(tmp_path: Path, monkeypatch) -> None:
 
 # Redis under real kills.
 
+@linux_only
 def test_appendfsync_always_loses_no_acknowledged_write_even_in_a_power_loss() -> None:
     trial = run_trial(AOF_ALWAYS, POWER_LOSS, seconds=0.5)
     assert trial.acknowledged > 0
@@ -164,6 +180,7 @@ def test_appendfsync_always_loses_no_acknowledged_write_even_in_a_power_loss() -
     assert trial.lost == 0
 
 
+@linux_only
 def test_appendfsync_no_loses_every_write_in_a_power_loss() -> None:
     # Redis never fsyncs the AOF under "no": the shim proves a power cut takes all of it.
     trial = run_trial(AOF_NO, POWER_LOSS, seconds=0.5)
@@ -229,12 +246,14 @@ def test_rdb_only_keeps_the_last_save_and_loses_what_came_after(tmp_path: Path) 
         client.close()
 
 
+@linux_only
 def test_everysec_keeps_what_its_periodic_fsync_covered_in_a_power_loss() -> None:
     trial = run_trial(AOF_EVERYSEC, POWER_LOSS)  # 1.5 s: longer than the fsync period
     assert trial.acknowledged > 0
     assert 0 < trial.recovered <= trial.acknowledged + 1
 
 
+@linux_only
 def test_waitaof_confirms_a_write_that_then_survives_a_power_loss(tmp_path: Path) -> None:
     server, client = _server(AOF_EVERYSEC.config, tmp_path, crash=POWER_LOSS)
     if not has_command(client, "WAITAOF"):
