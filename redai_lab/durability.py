@@ -97,11 +97,13 @@ def powerloss_shim() -> Path:
     target = cache_dir() / f"powerloss-{hashlib.sha256(source).hexdigest()[:12]}.so"
     if target.is_file():
         return target
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    wanted = os.environ.get("CC")  # a compiler the user chose, else the system's
+    compiler = shutil.which(wanted) if wanted else shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
+        missing = f"CC={wanted} is not a program on PATH" if wanted else "No C compiler (cc) here"
         raise PowerLossUnavailableError(
-            "No C compiler (cc) here to build the power-loss shim: install one (`apt install gcc`, "
-            "`xcode-select --install`); process crashes need none."
+            f"{missing} to build the power-loss shim: install one (`apt install gcc`) or fix CC; "
+            "process crashes need none."
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     building = target.with_suffix(f".{os.getpid()}.tmp")

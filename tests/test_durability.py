@@ -140,14 +140,19 @@ def test_files_outside_the_watched_directory_are_written_through(tmp_path: Path)
 
 
 @linux_only
-def test_no_compiler_is_one_line_that_says_what_to_install(tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(("cc", "says"), [(None, "No C compiler (cc) here"),
+                                          ("no-such-cc", "CC=no-such-cc is not a program on PATH")])
+def test_no_compiler_is_one_line_that_says_what_to_install(tmp_path: Path, monkeypatch, cc, says) -> None:
     monkeypatch.setenv(durability.CACHE_ENV, str(tmp_path))  # nothing built there yet
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.delenv("CC", raising=False)
+    if cc is None:
+        monkeypatch.delenv("CC", raising=False)
+    else:
+        monkeypatch.setenv("CC", cc)
     with pytest.raises(PowerLossUnavailableError) as caught:
         durability.powerloss_shim()
     message = str(caught.value)
-    assert "\n" not in message and "apt install gcc" in message
+    assert "\n" not in message and message.startswith(says) and "apt install gcc" in message
     assert list(tmp_path.iterdir()) == []
 
 
