@@ -15,7 +15,7 @@ lessons already have work on the site:
   cells' links to other lessons, to ``README.md``, to ``docs/*.md`` and to ``redai_lab/*.py`` point
   at those pages, and TeX math (``$...$``, ``$$...$$``) becomes MathML, which browsers draw without
   a script. Cells tagged ``remove-cell``/``hide-cell`` (and ``-input``, ``-output``) are left out
-  by mkdocs-jupyter (``mkdocs.yml``); exercise cells hold only the task, as committed.
+  from the staged copy; exercise cells hold only the task, as committed.
 * ``docs/*.md`` (the compatibility table), ``docs/*.css``, ``CONTRIBUTING.md``, and one API page
   per ``redai_lab`` module, generated from its docstrings by mkdocstrings.
 
@@ -44,16 +44,21 @@ from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.plugins import BasePlugin
+from mkdocs.structure.pages import Page
+from mkdocs.structure.toc import get_toc
 
 from .errors import LabError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8800
 
-# Tags that keep a cell, its input or its outputs off the site (mkdocs.yml hands them to
-# mkdocs-jupyter); listed here for the staging checks and the tests.
-HIDDEN_CELL_TAGS = ("remove-cell", "hide-cell")
+# Tags that keep a cell, its input or its outputs off the site (Jupyter Book's names). Applied when
+# staging: mkdocs-jupyter 0.26's remove_tag_config reads only the first tag of each list.
+HIDE_CELL = frozenset({"remove-cell", "hide-cell"})
+HIDE_INPUT = frozenset({"remove-input", "hide-input"})
+HIDE_OUTPUT = frozenset({"remove-output", "hide-output"})
 
 
 class SiteError(LabError):
@@ -90,7 +95,8 @@ def course_map(readme: str) -> list[NavLesson]:
         if link is None:
             raise SiteError(f"README.md's course map has a lesson without a notebook link: {line.strip()}")
         part = cells[part_col] or part
-        lessons.append(NavLesson(part or "Lessons", f"{cells[number_col]} {link.group(1)}", link.group(2)))
+        title = link.group(1)[:1].upper() + link.group(1)[1:]
+        lessons.append(NavLesson(part or "Lessons", f"{cells[number_col]} · {title}", link.group(2)))
     return lessons
 
 
@@ -197,6 +203,17 @@ def _stage_markdown_cell(text: str, name: str, pages: _Pages) -> str:
     return _outside_code(text, links)
 
 
+def _stage_cell(cell: dict, name: str, pages: _Pages) -> dict:
+    tags = set(cell.get("metadata", {}).get("tags", []))
+    if cell.get("cell_type") == "markdown":
+        cell["source"] = _stage_markdown_cell("".join(cell["source"]), name, pages)
+    if HIDE_INPUT & tags:
+        cell["metadata"]["transient"] = {"remove_source": True}  # nbconvert's templates leave it out
+    if HIDE_OUTPUT & tags:
+        cell["outputs"] = []
+    return cell
+
+
 def api_modules(root: Path) -> list[str]:
     """The modules that get an API page: ``redai_lab`` and each of its public modules and packages
     (a package's own modules are left out: the exercises' lessonNN modules hold the solutions)."""
@@ -234,9 +251,8 @@ def stage(root: Path, docs_dir: Path) -> list:
     (docs_dir / "notebooks").mkdir()
     for name in notebooks:
         notebook = check_notebook(root / name, name)
-        for cell in notebook["cells"]:
-            if cell.get("cell_type") == "markdown":
-                cell["source"] = _stage_markdown_cell("".join(cell["source"]), name, pages)
+        notebook["cells"] = [_stage_cell(cell, name, pages) for cell in notebook["cells"]
+                             if not HIDE_CELL & set(cell.get("metadata", {}).get("tags", []))]
         (docs_dir / name).write_text(json.dumps(notebook), encoding="utf-8")
     if modules:
         (docs_dir / "api").mkdir()
@@ -259,18 +275,29 @@ def stage(root: Path, docs_dir: Path) -> list:
     return nav
 
 
-class _SharedStyles(BasePlugin):
-    """Moves the style sheets that mkdocs-jupyter inlines into every notebook page (600 kB, the same
-    on each) into one file per sheet, linked from the pages: a site a fraction of the size, and a
-    search index built without parsing them on every page."""
+class _NotebookPages(BasePlugin):
+    """Two things mkdocs-jupyter leaves to do on a notebook page.
+
+    * Its table of contents comes from its own Markdown rendering, whose anchors differ from the
+      ids of the headings on the page wherever a heading holds code (``## `SET` never returns
+      False``): the contents are rebuilt from the page's headings.
+    * The style sheets it inlines into every page (600 kB, the same on each) go into one file per
+      sheet, linked from the pages: a site a fraction of the size, and a search index built
+      without parsing them on every page.
+    """
 
     _STYLE = re.compile(r'<style type="text/css">(.*?)</style>', re.DOTALL)
+    _HEADING = re.compile(r'<h([1-6])\b[^>]*\bid="([^"]+)"[^>]*>(.*?)</h\1>', re.DOTALL)
     SHARED_FROM = 2000  # characters: the per-output styles (a DataFrame's) are smaller, and stay
 
     def __init__(self) -> None:
         self.sheets: dict[str, str] = {}
 
-    def on_page_content(self, html: str, page, **kwargs: object) -> str:
+    def on_page_content(self, html: str, page: Page, **kwargs: object) -> str:
+        if not page.file.src_uri.endswith(".ipynb"):
+            return html
+        page.toc = get_toc(self._toc_tokens(html))
+
         def share(match: re.Match[str]) -> str:
             css = match.group(1)
             if len(css) < self.SHARED_FROM:
@@ -282,7 +309,20 @@ class _SharedStyles(BasePlugin):
 
         return self._STYLE.sub(share, html)
 
-    def on_post_build(self, config, **kwargs: object) -> None:
+    def _toc_tokens(self, html: str) -> list[dict]:
+        """The headings of ``html`` as Python-Markdown's nested toc tokens."""
+        tokens: list[dict] = []
+        open_headings: list[dict] = []
+        for level, anchor, inner in self._HEADING.findall(html):
+            title = re.sub(r"<a class=\"anchor-link\".*?</a>|<[^>]+>", "", inner, flags=re.DOTALL).strip()
+            token = {"level": int(level), "id": anchor, "name": title, "children": []}
+            while open_headings and open_headings[-1]["level"] >= token["level"]:
+                open_headings.pop()
+            (open_headings[-1]["children"] if open_headings else tokens).append(token)
+            open_headings.append(token)
+        return tokens
+
+    def on_post_build(self, config: MkDocsConfig, **kwargs: object) -> None:
         for name, css in self.sheets.items():
             (Path(config.site_dir) / name).write_text(css, encoding="utf-8")
 
@@ -320,6 +360,8 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
     from mkdocs.exceptions import MkDocsException
 
     out = (out or root / "build" / "site").resolve()
+    if not (root / "README.md").is_file():
+        raise SiteError(f"{root} has no README.md: give the repository's folder")
     with tempfile.TemporaryDirectory(prefix="redai-lab-site-") as staging:
         docs_dir = Path(staging)
         nav = stage(root, docs_dir)
@@ -329,7 +371,7 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
                     config_file=str(ROOT / "mkdocs.yml"), docs_dir=str(docs_dir), site_dir=str(out), nav=nav
                 )
                 config.plugins["mkdocs-jupyter"].config["cache"] = False  # every build shows the committed file
-                config.plugins["redai-lab-shared-styles"] = _SharedStyles()
+                config.plugins["redai-lab-notebook-pages"] = _NotebookPages()
                 mkdocs_build(config)
             except (MkDocsException, OSError) as exc:
                 reason = warnings.messages[0] if warnings.messages else str(exc)
@@ -360,11 +402,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="./lab docs", description="Build the handbook's website from the committed notebooks and serve it."
     )
     parser.add_argument("--build", action="store_true", help="only build (into build/site), do not serve")
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "site", help="the folder to build into")
+    parser.add_argument("--out", type=Path, help="the folder to build into (default: build/site)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the repository to build (default: this one)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the port to serve on (default {DEFAULT_PORT})")
     args = parser.parse_args(argv)
     try:
-        site_dir = build(ROOT, args.out)
+        site_dir = build(args.root.resolve(), args.out)
         shown = site_dir.relative_to(Path.cwd()) if site_dir.is_relative_to(Path.cwd()) else site_dir
         print(f"site built in {shown}", file=sys.stderr)
         if args.build:
