@@ -30,7 +30,6 @@ import functools
 import hashlib
 import json
 import logging
-import os
 import pkgutil
 import posixpath
 import re
@@ -381,7 +380,7 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002  (the base's name)
+    def log_message(self, format: str, *args: object) -> None:
         """No line per request: ``./lab docs`` prints its URL and nothing else."""
 
 
