@@ -208,14 +208,17 @@ class Visit:
 
 
 def open_page(browser, site_url: str, viewport: dict[str, int] = DESKTOP):
-    """A page that records console errors, uncaught exceptions and failed requests, and refuses
-    (and records) every request that leaves the site."""
+    """A page that records console errors, uncaught exceptions, failed requests and error replies,
+    and refuses (and records) every request that leaves the site."""
     page = browser.new_page(viewport=viewport)
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.problems = []
     page.on("console", lambda message: message.type == "error" and page.problems.append(f"console: {message.text}"))
     page.on("pageerror", lambda error: page.problems.append(f"exception: {error}"))
-    page.on("requestfailed", lambda request: page.problems.append(f"failed request: {request.url[:120]}"))
+    page.on("response", lambda reply: reply.status >= 400 and page.problems.append(f"{reply.status}: {reply.url}"))
+    # Leaving a page aborts what it still loads (its favicon, the search worker): not a failure.
+    page.on("requestfailed", lambda request: request.failure != "net::ERR_ABORTED"
+            and page.problems.append(f"failed request ({request.failure}): {request.url[:120]}"))
 
     def outside(route) -> None:
         page.problems.append(f"request outside the site: {route.request.url[:120]}")
