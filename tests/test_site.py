@@ -1,15 +1,17 @@
 """The handbook's website (``./lab docs``): built once per session from the committed notebooks, then
 checked in a real headless Chromium (Debian's ``chromium``, driven by Playwright) page by page.
 
-Every page loads with no console error and nothing fetched from outside; no internal link or anchor
-is broken; every image is loaded; a phone-sized viewport has no horizontal scroll; the search finds
-a term of a late lesson; exercise pages show the task and no solution. Screenshots of the home page
+Every page loads with no console error and nothing fetched from outside; lessons link to the
+previous and next in the course map's order; no internal link or anchor is broken; every image is
+loaded; a phone-sized viewport has no horizontal scroll; the search finds a term of a late lesson;
+exercise pages show the task and no solution. Screenshots of the home page
 and of a lesson with a plot go to ``build/site-screenshots/``. Broken sources fail the build with
 one line (checked on small repositories made here, without a browser).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -204,6 +206,8 @@ class Visit:
     images: int = 0
     broken_images: list[str] = field(default_factory=list)
     phone_overflow: int = 0
+    previous: str | None = None
+    next: str | None = None
     text: str = ""
 
 
@@ -246,11 +250,14 @@ def visits(browser, site_url: str, site_dir: Path) -> dict[str, Visit]:
             images: document.images.length,
             broken: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))
                          .map(i => (i.getAttribute('alt') || '') + ' ' + i.src.slice(0, 60)),
+            previous: document.querySelector('a.md-footer__link--prev')?.href ?? null,
+            next: document.querySelector('a.md-footer__link--next')?.href ?? null,
             overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
             text: location.pathname.includes('/notebooks/') ? document.body.innerText : '',
         })""")
         visited[name] = Visit(list(page.problems), found["links"], set(found["ids"]), found["images"],
-                              found["broken"], found["overflow"], found["text"])
+                              found["broken"], found["overflow"], found["previous"], found["next"],
+                              found["text"])
     page.close()
     return visited
 
@@ -261,6 +268,16 @@ def test_every_page_loads_without_console_errors(visits: dict[str, Visit], site_
     assert {"index.html", "docs/compatibility.html", "api/redai_lab.cache.html"} <= visits.keys()
     problems = {name: visit.errors for name, visit in visits.items() if visit.errors}
     assert not problems
+
+
+def test_lessons_link_to_the_previous_and_next_in_course_map_order(visits: dict[str, Visit], site_url: str) -> None:
+    lessons = [f"notebooks/{Path(lesson.notebook).stem}.html"
+               for lesson in site.course_map((site.ROOT / "README.md").read_text(encoding="utf-8"))]
+    assert len(lessons) >= 2
+    for before, after in itertools.pairwise(lessons):
+        assert visits[before].next == site_url + after, before
+        assert visits[after].previous == site_url + before, after
+    assert visits["index.html"].next == site_url + lessons[0]
 
 
 def test_no_broken_internal_link_or_anchor(visits: dict[str, Visit], site_url: str, site_dir: Path) -> None:
