@@ -243,7 +243,7 @@ def stage(root: Path, docs_dir: Path) -> list:
     modules = api_modules(root)
     pages = _Pages(["README.md", *notebooks, *extra_docs, *contributing], modules)
 
-    (docs_dir / "index.md").write_text(readme, encoding="utf-8")
+    (docs_dir / "README.md").write_text(readme, encoding="utf-8")  # MkDocs makes it index.html
     for source in extra_docs + contributing:
         (docs_dir / source).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(root / source, docs_dir / source)
@@ -258,7 +258,7 @@ def stage(root: Path, docs_dir: Path) -> list:
     for module in modules:
         (docs_dir / "api" / f"{module}.md").write_text(f"::: {module}\n", encoding="utf-8")
 
-    nav: list = [{"Home": "index.md"}]
+    nav: list = [{"Home": "README.md"}]
     parts: dict[str, list] = {}
     for lesson in lessons:
         parts.setdefault(lesson.part, []).append({lesson.label: lesson.notebook})

@@ -111,7 +111,7 @@ def test_a_notebook_run_out_of_order_or_with_an_error_fails_the_build(tmp_path: 
     assert "recorded an error in cell 2 (NameError: name 'y' is not defined)" in build_fails(root)
 
 
-def test_a_broken_notebook_or_a_missing_lesson_fails_the_build(tmp_path: Path) -> None:
+def test_a_broken_notebook_a_missing_lesson_or_a_broken_link_fails_the_build(tmp_path: Path) -> None:
     root = small_repository(tmp_path / "broken", [code_cell("x = 1", 1)])
     (root / "notebooks" / "01_a.ipynb").write_text('{"cells": [', encoding="utf-8")
     assert build_fails(root).startswith("site: notebooks/01_a.ipynb is not a readable notebook (")
@@ -126,6 +126,13 @@ def test_a_broken_notebook_or_a_missing_lesson_fails_the_build(tmp_path: Path) -
         file.seek(0), file.truncate(), file.write(text)
     assert build_fails(root) == (
         "site: notebooks/01_a.ipynb links 02_gone.ipynb, which is not a page of the site: fix the link"
+    )
+    root = small_repository(tmp_path / "readme", [code_cell("x = 1", 1)])
+    with (root / "README.md").open("a", encoding="utf-8") as readme:
+        readme.write("\nStart the server with [compose](docker-compose.yml).\n")
+    assert build_fails(root) == (  # MkDocs's own check (strict), in one line too
+        "site: the site did not build: Doc file 'README.md' contains a link 'docker-compose.yml', "
+        "but the target is not found among documentation files."
     )
 
 
