@@ -43,7 +43,9 @@ PAGE_TIMEOUT_MS = 30_000
 
 
 def chromium_path() -> str | None:
-    return os.environ.get("REDAI_LAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    """REDAI_LAB_CHROMIUM, else Debian's chromium, else the Chrome of GitHub's Ubuntu runners."""
+    names = ("chromium", "chromium-browser", "google-chrome")
+    return os.environ.get("REDAI_LAB_CHROMIUM") or next(filter(None, map(shutil.which, names)), None)
 
 
 # -- the build, without a browser: small repositories made here ---------------------------------
