@@ -86,7 +86,7 @@ def course_map(readme: str) -> list[NavLesson]:
     part_col, number_col, lesson_col = (header.index(name) for name in ("part", "#", "lesson"))
     lessons: list[NavLesson] = []
     part = ""
-    for line in lines[start + 2:]:  # after the header and its --- row
+    for line in lines[start + 2 :]:  # after the header and its --- row
         cells = _row_cells(line)
         if not cells:
             break
@@ -110,16 +110,24 @@ def _row_cells(line: str) -> list[str]:
 def check_notebook(path: Path, name: str) -> dict:
     """The notebook at ``path`` as JSON, or a one-line SiteError saying why the site cannot show
     it: unreadable, not executed (no outputs), executed out of order, or an error recorded."""
-    fix = f"execute it top to bottom (jupyter nbconvert --to notebook --execute --inplace {name}) and commit it"
+    fix = (
+        f"execute it top to bottom (jupyter nbconvert --to notebook --execute --inplace {name}) and commit it"
+    )
     try:
         notebook = json.loads(path.read_text(encoding="utf-8"))
         cells = notebook["cells"]
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SiteError(f"{name} is not a readable notebook ({reason}): restore it from git or re-save it") from None
+        raise SiteError(
+            f"{name} is not a readable notebook ({reason}): restore it from git or re-save it"
+        ) from None
     last_count = 0
     for number, cell in enumerate(cells, start=1):
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code" or not "".join(cell.get("source", "")).strip():
+        if (
+            not isinstance(cell, dict)
+            or cell.get("cell_type") != "code"
+            or not "".join(cell.get("source", "")).strip()
+        ):
             continue
         count = cell.get("execution_count")
         if count is None:
@@ -148,7 +156,7 @@ def _outside_code(text: str, change) -> str:
     """``text`` with ``change`` applied to every part that is not a code block or code span."""
     parts, position = [], 0
     for match in _CODE.finditer(text):
-        parts += [change(text[position:match.start()]), match.group(0)]
+        parts += [change(text[position : match.start()]), match.group(0)]
         position = match.end()
     return "".join(parts + [change(text[position:])])
 
@@ -235,7 +243,9 @@ def stage(root: Path, docs_dir: Path) -> list:
     notebooks = notebook_names(root)
     for lesson in lessons:
         if lesson.notebook not in notebooks:
-            raise SiteError(f"README.md's course map links {lesson.notebook}, which does not exist: fix the row")
+            raise SiteError(
+                f"README.md's course map links {lesson.notebook}, which does not exist: fix the row"
+            )
     extra_docs = sorted(
         str(path.relative_to(root)) for pattern in ("docs/*.md", "docs/*.css") for path in root.glob(pattern)
     )
@@ -250,8 +260,11 @@ def stage(root: Path, docs_dir: Path) -> list:
     (docs_dir / "notebooks").mkdir()
     for name in notebooks:
         notebook = check_notebook(root / name, name)
-        notebook["cells"] = [_stage_cell(cell, name, pages) for cell in notebook["cells"]
-                             if not HIDE_CELL & set(cell.get("metadata", {}).get("tags", []))]
+        notebook["cells"] = [
+            _stage_cell(cell, name, pages)
+            for cell in notebook["cells"]
+            if not HIDE_CELL & set(cell.get("metadata", {}).get("tags", []))
+        ]
         (docs_dir / name).write_text(json.dumps(notebook), encoding="utf-8")
     if modules:
         (docs_dir / "api").mkdir()
@@ -267,7 +280,11 @@ def stage(root: Path, docs_dir: Path) -> list:
     if unmapped:
         parts.setdefault("More lessons", []).extend(unmapped)
     nav += [{part: entries} for part, entries in parts.items()]
-    nav += [{Path(source).stem.replace("_", " ").capitalize(): source} for source in extra_docs if source.endswith(".md")]
+    nav += [
+        {Path(source).stem.replace("_", " ").capitalize(): source}
+        for source in extra_docs
+        if source.endswith(".md")
+    ]
     if modules:
         nav.append({"API reference": [{module: f"api/{module}.md"} for module in modules]})
     nav += [{"Contributing": source} for source in contributing]
@@ -369,7 +386,9 @@ def build(root: Path = ROOT, out: Path | None = None) -> Path:
                 config = load_config(
                     config_file=str(ROOT / "mkdocs.yml"), docs_dir=str(docs_dir), site_dir=str(out), nav=nav
                 )
-                config.plugins["mkdocs-jupyter"].config["cache"] = False  # every build shows the committed file
+                config.plugins["mkdocs-jupyter"].config["cache"] = (
+                    False  # every build shows the committed file
+                )
                 config.plugins["redai-lab-notebook-pages"] = _NotebookPages()
                 mkdocs_build(config)
             except (MkDocsException, OSError) as exc:
@@ -391,19 +410,24 @@ def start_server(site_dir: Path, port: int = 0) -> ThreadingHTTPServer:
     try:
         server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError as exc:
-        raise SiteError(f"cannot serve on 127.0.0.1:{port} ({exc.strerror}): choose another with --port") from None
+        raise SiteError(
+            f"cannot serve on 127.0.0.1:{port} ({exc.strerror}): choose another with --port"
+        ) from None
     threading.Thread(target=server.serve_forever, name="redai-lab-site", daemon=True).start()
     return server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="./lab docs", description="Build the handbook's website from the committed notebooks and serve it."
+        prog="./lab docs",
+        description="Build the handbook's website from the committed notebooks and serve it.",
     )
     parser.add_argument("--build", action="store_true", help="only build (into build/site), do not serve")
     parser.add_argument("--out", type=Path, help="the folder to build into (default: build/site)")
     parser.add_argument("--root", type=Path, default=ROOT, help="the repository to build (default: this one)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the port to serve on (default {DEFAULT_PORT})")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"the port to serve on (default {DEFAULT_PORT})"
+    )
     args = parser.parse_args(argv)
     try:
         site_dir = build(args.root.resolve(), args.out)

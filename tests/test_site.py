@@ -40,6 +40,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 PAGE_TIMEOUT_MS = 30_000
+Capture = pytest.CaptureFixture[str]
 
 
 def chromium_path() -> str | None:
@@ -51,10 +52,16 @@ def chromium_path() -> str | None:
 # -- the build, without a browser: small repositories made here ---------------------------------
 
 
-def code_cell(source: str, count: int | None, outputs: list | None = None, tags: list[str] | None = None) -> dict:
+def code_cell(
+    source: str, count: int | None, outputs: list | None = None, tags: list[str] | None = None
+) -> dict:
     return {
-        "cell_type": "code", "execution_count": count, "id": f"c{count}{len(source)}",
-        "metadata": {"tags": tags or []}, "outputs": outputs or [], "source": source,
+        "cell_type": "code",
+        "execution_count": count,
+        "id": f"c{count}{len(source)}",
+        "metadata": {"tags": tags or []},
+        "outputs": outputs or [],
+        "source": source,
     }
 
 
@@ -64,87 +71,111 @@ def stream(text: str) -> dict:
 
 def write_notebook(path: Path, cells: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    markdown = {"cell_type": "markdown", "id": "title", "metadata": {},
-                "source": "# A lesson\n\nSee the [home page](../README.md), and the formula $e^{-x}$.\n"}
-    notebook = {"cells": [markdown, *cells], "nbformat": 4, "nbformat_minor": 5,
-                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
-                             "language_info": {"name": "python"}}}
+    markdown = {
+        "cell_type": "markdown",
+        "id": "title",
+        "metadata": {},
+        "source": "# A lesson\n\nSee the [home page](../README.md), and the formula $e^{-x}$.\n",
+    }
+    notebook = {
+        "cells": [markdown, *cells],
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+            "language_info": {"name": "python"},
+        },
+    }
     path.write_text(json.dumps(notebook), encoding="utf-8")
 
 
 def small_repository(root: Path, cells: list[dict]) -> Path:
     """A repository with a README course map of one lesson, whose notebook has ``cells``."""
     (root / "README.md").parent.mkdir(parents=True, exist_ok=True)
-    (root / "README.md").write_text(textwrap.dedent("""\
+    (root / "README.md").write_text(
+        textwrap.dedent("""\
         # A handbook
 
         | part | # | lesson | time |
         | --- | --- | --- | --- |
         | Basics | 01 | [a lesson](notebooks/01_a.ipynb) | 5 min |
-        """), encoding="utf-8")
+        """),
+        encoding="utf-8",
+    )
     write_notebook(root / "notebooks" / "01_a.ipynb", cells)
     return root
 
 
-def build_fails(root: Path) -> str:
+def build_fails(root: Path, capsys: Capture) -> str:
     """Runs ``./lab docs --build``'s command on ``root``; returns its output, which must be one line."""
-    result = subprocess.run(
-        [sys.executable, "-m", "redai_lab.site", "--build", "--root", str(root), "--out", str(root / "out")],
-        check=False, capture_output=True, text=True, timeout=120, cwd=site.ROOT,
-    )
-    assert result.returncode == 1, result.stdout + result.stderr
-    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert site.main(["--build", "--root", str(root), "--out", str(root / "out")]) == 1
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
     assert len(lines) == 1, lines
     return lines[0]
 
 
-def test_a_notebook_without_outputs_fails_the_build_in_one_line(tmp_path: Path) -> None:
+def test_a_notebook_without_outputs_fails_the_build_in_one_line(tmp_path: Path, capsys: Capture) -> None:
     root = small_repository(tmp_path, [code_cell("x = 1", 1), code_cell("print(x)", None)])
-    line = build_fails(root)
+    line = build_fails(root, capsys)
     assert line.startswith("site: notebooks/01_a.ipynb has no outputs (cell 3 was never run)"), line
     assert "jupyter nbconvert --to notebook --execute --inplace notebooks/01_a.ipynb" in line
 
 
-def test_a_notebook_run_out_of_order_or_with_an_error_fails_the_build(tmp_path: Path) -> None:
-    root = small_repository(tmp_path / "order", [code_cell("x = 1", 2), code_cell("print(x)", 1, [stream("1\n")])])
-    assert "was not executed top to bottom (cell 3 ran as [1])" in build_fails(root)
-    error = {"output_type": "error", "ename": "NameError", "evalue": "name 'y' is not defined", "traceback": []}
+def test_a_notebook_run_out_of_order_or_with_an_error_fails_the_build(
+    tmp_path: Path, capsys: Capture
+) -> None:
+    root = small_repository(
+        tmp_path / "order", [code_cell("x = 1", 2), code_cell("print(x)", 1, [stream("1\n")])]
+    )
+    assert "was not executed top to bottom (cell 3 ran as [1])" in build_fails(root, capsys)
+    error = {
+        "output_type": "error",
+        "ename": "NameError",
+        "evalue": "name 'y' is not defined",
+        "traceback": [],
+    }
     root = small_repository(tmp_path / "error", [code_cell("y", 1, [error])])
-    assert "recorded an error in cell 2 (NameError: name 'y' is not defined)" in build_fails(root)
+    assert "recorded an error in cell 2 (NameError: name 'y' is not defined)" in build_fails(root, capsys)
 
 
-def test_a_broken_notebook_a_missing_lesson_or_a_broken_link_fails_the_build(tmp_path: Path) -> None:
+def test_a_broken_notebook_a_missing_lesson_or_a_broken_link_fails_the_build(
+    tmp_path: Path, capsys: Capture
+) -> None:
     root = small_repository(tmp_path / "broken", [code_cell("x = 1", 1)])
     (root / "notebooks" / "01_a.ipynb").write_text('{"cells": [', encoding="utf-8")
-    assert build_fails(root).startswith("site: notebooks/01_a.ipynb is not a readable notebook (")
+    assert build_fails(root, capsys).startswith("site: notebooks/01_a.ipynb is not a readable notebook (")
     root = small_repository(tmp_path / "missing", [code_cell("x = 1", 1)])
     (root / "notebooks" / "01_a.ipynb").unlink()
-    assert build_fails(root) == (
+    assert build_fails(root, capsys) == (
         "site: README.md's course map links notebooks/01_a.ipynb, which does not exist: fix the row"
     )
     root = small_repository(tmp_path / "link", [code_cell("x = 1", 1)])
     with (root / "notebooks" / "01_a.ipynb").open("r+", encoding="utf-8") as file:
         text = file.read().replace("../README.md", "02_gone.ipynb")
         file.seek(0), file.truncate(), file.write(text)
-    assert build_fails(root) == (
+    assert build_fails(root, capsys) == (
         "site: notebooks/01_a.ipynb links 02_gone.ipynb, which is not a page of the site: fix the link"
     )
     root = small_repository(tmp_path / "readme", [code_cell("x = 1", 1)])
     with (root / "README.md").open("a", encoding="utf-8") as readme:
         readme.write("\nStart the server with [compose](docker-compose.yml).\n")
-    assert build_fails(root) == (  # MkDocs's own check (strict), in one line too
+    assert build_fails(root, capsys) == (  # MkDocs's own check (strict), in one line too
         "site: the site did not build: Doc file 'README.md' contains a link 'docker-compose.yml', "
         "but the target is not found among documentation files."
     )
 
 
 def test_hidden_cells_links_math_and_new_lessons_on_a_small_site(tmp_path: Path) -> None:
-    root = small_repository(tmp_path, [
-        code_cell("print('shown')", 1, [stream("visible output\n")]),
-        code_cell("print('SECRET-CELL')", 2, [stream("SECRET-CELL-OUTPUT\n")], tags=["remove-cell"]),
-        code_cell("print('SECRET-INPUT')", 3, [stream("kept output\n")], tags=["hide-input"]),
-        code_cell("print('kept input')", 4, [stream("SECRET-OUTPUT\n")], tags=["remove-output"]),
-    ])
+    root = small_repository(
+        tmp_path,
+        [
+            code_cell("print('shown')", 1, [stream("visible output\n")]),
+            code_cell("print('SECRET-CELL')", 2, [stream("SECRET-CELL-OUTPUT\n")], tags=["remove-cell"]),
+            code_cell("print('SECRET-INPUT')", 3, [stream("kept output\n")], tags=["hide-input"]),
+            code_cell("print('kept input')", 4, [stream("SECRET-OUTPUT\n")], tags=["remove-output"]),
+        ],
+    )
     # A lesson the course map does not list yet still gets a page.
     write_notebook(root / "notebooks" / "02_new.ipynb", [code_cell("1 + 1", 1)])
     out = site.build(root, tmp_path / "out")
@@ -160,14 +191,29 @@ def test_hidden_cells_links_math_and_new_lessons_on_a_small_site(tmp_path: Path)
 def test_docs_serves_on_loopback_until_ctrl_c(tmp_path: Path) -> None:
     root = small_repository(tmp_path, [code_cell("print('hello')", 1, [stream("hello\n")])])
     server = subprocess.Popen(
-        [sys.executable, "-m", "redai_lab.site", "--root", str(root), "--out", str(root / "out"), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=site.ROOT,
+        [
+            sys.executable,
+            "-m",
+            "redai_lab.site",
+            "--root",
+            str(root),
+            "--out",
+            str(root / "out"),
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=site.ROOT,
     )
     try:
         line = server.stdout.readline()  # type: ignore[union-attr]
         url = re.search(r"http://127\.0\.0\.1:\d+/index\.html", line)
         assert url, line + server.stderr.read()  # type: ignore[union-attr]
-        with urllib.request.urlopen(url.group(0).replace("index.html", "notebooks/01_a.html"), timeout=10) as reply:
+        with urllib.request.urlopen(
+            url.group(0).replace("index.html", "notebooks/01_a.html"), timeout=10
+        ) as reply:
             assert b"hello" in reply.read()
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=20) == 0
@@ -196,11 +242,17 @@ def site_url(site_dir: Path) -> Iterator[str]:
 def browser() -> Iterator[object]:
     executable = chromium_path()
     if executable is None:
-        pytest.skip("no chromium: the browser tests need Debian's chromium (apt-get install chromium; "
-                    "./lab test installs it with root or sudo -n)")
-    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright missing: ./lab installs it")
+        pytest.skip(
+            "no chromium: the browser tests need Debian's chromium (apt-get install chromium; "
+            "./lab test installs it with root or sudo -n)"
+        )
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright missing: ./lab installs it"
+    )
     with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS, timeout=PAGE_TIMEOUT_MS)
+        browser = playwright.chromium.launch(
+            executable_path=executable, args=CHROMIUM_FLAGS, timeout=PAGE_TIMEOUT_MS
+        )
         yield browser
         browser.close()
 
@@ -226,12 +278,22 @@ def open_page(browser, site_url: str, viewport: dict[str, int] = DESKTOP):
     page = browser.new_page(viewport=viewport)
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     page.problems = []
-    page.on("console", lambda message: message.type == "error" and page.problems.append(f"console: {message.text}"))
+    page.on(
+        "console",
+        lambda message: message.type == "error" and page.problems.append(f"console: {message.text}"),
+    )
     page.on("pageerror", lambda error: page.problems.append(f"exception: {error}"))
-    page.on("response", lambda reply: reply.status >= 400 and page.problems.append(f"{reply.status}: {reply.url}"))
+    page.on(
+        "response", lambda reply: reply.status >= 400 and page.problems.append(f"{reply.status}: {reply.url}")
+    )
     # Leaving a page aborts what it still loads (its favicon, the search worker): not a failure.
-    page.on("requestfailed", lambda request: request.failure != "net::ERR_ABORTED"
-            and page.problems.append(f"failed request ({request.failure}): {request.url[:120]}"))
+    page.on(
+        "requestfailed",
+        lambda request: (
+            request.failure != "net::ERR_ABORTED"
+            and page.problems.append(f"failed request ({request.failure}): {request.url[:120]}")
+        ),
+    )
 
     def outside(route) -> None:
         page.problems.append(f"request outside the site: {route.request.url[:120]}")
@@ -264,9 +326,17 @@ def visits(browser, site_url: str, site_dir: Path) -> dict[str, Visit]:
             overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
             text: location.pathname.includes('/notebooks/') ? document.body.innerText : '',
         })""")
-        visited[name] = Visit(list(page.problems), found["links"], set(found["ids"]), found["images"],
-                              found["broken"], found["overflow"], found["previous"], found["next"],
-                              found["text"])
+        visited[name] = Visit(
+            list(page.problems),
+            found["links"],
+            set(found["ids"]),
+            found["images"],
+            found["broken"],
+            found["overflow"],
+            found["previous"],
+            found["next"],
+            found["text"],
+        )
     page.close()
     return visited
 
@@ -279,9 +349,13 @@ def test_every_page_loads_without_console_errors(visits: dict[str, Visit], site_
     assert not problems
 
 
-def test_lessons_link_to_the_previous_and_next_in_course_map_order(visits: dict[str, Visit], site_url: str) -> None:
-    lessons = [f"notebooks/{Path(lesson.notebook).stem}.html"
-               for lesson in site.course_map((site.ROOT / "README.md").read_text(encoding="utf-8"))]
+def test_lessons_link_to_the_previous_and_next_in_course_map_order(
+    visits: dict[str, Visit], site_url: str
+) -> None:
+    lessons = [
+        f"notebooks/{Path(lesson.notebook).stem}.html"
+        for lesson in site.course_map((site.ROOT / "README.md").read_text(encoding="utf-8"))
+    ]
     assert len(lessons) >= 2
     for before, after in itertools.pairwise(lessons):
         assert visits[before].next == site_url + after, before
@@ -297,7 +371,7 @@ def test_no_broken_internal_link_or_anchor(visits: dict[str, Visit], site_url: s
             if not link.startswith(site_url):
                 continue
             target, anchor = urldefrag(link)
-            target_name = unquote(target[len(site_url):]) or "index.html"
+            target_name = unquote(target[len(site_url) :]) or "index.html"
             if not (site_dir / target_name).is_file():
                 broken.append(f"{name} -> {target_name}")
             elif anchor and target_name in visits and unquote(anchor) not in visits[target_name].ids:
@@ -307,14 +381,21 @@ def test_no_broken_internal_link_or_anchor(visits: dict[str, Visit], site_url: s
 
 def test_every_image_is_loaded(visits: dict[str, Visit]) -> None:
     for name in site.notebook_names(site.ROOT):  # every plot of a lesson is an image on its page
-        plots = sum("image/png" in output.get("data", {}) for cell in json.loads((site.ROOT / name).read_text())["cells"]
-                    for output in cell.get("outputs", []))
+        plots = sum(
+            "image/png" in output.get("data", {})
+            for cell in json.loads((site.ROOT / name).read_text())["cells"]
+            for output in cell.get("outputs", [])
+        )
         assert visits[f"notebooks/{Path(name).stem}.html"].images >= plots, name
     assert not {name: visit.broken_images for name, visit in visits.items() if visit.broken_images}
 
 
 def test_a_phone_viewport_has_no_horizontal_scroll(visits: dict[str, Visit]) -> None:
-    assert not {name: f"{visit.phone_overflow} px too wide" for name, visit in visits.items() if visit.phone_overflow > 0}
+    assert not {
+        name: f"{visit.phone_overflow} px too wide"
+        for name, visit in visits.items()
+        if visit.phone_overflow > 0
+    }
 
 
 def test_exercise_pages_show_the_task_and_no_solution(visits: dict[str, Visit]) -> None:
@@ -327,7 +408,9 @@ def test_exercise_pages_show_the_task_and_no_solution(visits: dict[str, Visit]) 
         page = flat(visits[f"notebooks/{lesson}.html"].text)
         for spec in exercises.specs(lesson):
             starter = spec.starter()
-            assert flat(starter.splitlines()[0]) in page, f"{lesson}: the task of exercise {spec.number} is not shown"
+            assert flat(starter.splitlines()[0]) in page, (
+                f"{lesson}: the task of exercise {spec.number} is not shown"
+            )
             body = spec.solution_source().split('"""')[-1]
             assert flat(body) not in page, f"{lesson}: the solution of exercise {spec.number} is visible"
             checked += 1
@@ -337,9 +420,13 @@ def test_exercise_pages_show_the_task_and_no_solution(visits: dict[str, Visit]) 
 def test_the_search_finds_a_term_of_a_late_lesson(browser, site_url: str) -> None:
     term = "XFetch"
     teaching = [
-        Path(name).stem for name in site.notebook_names(site.ROOT)
-        if any(term in "".join(cell["source"]) for cell in json.loads((site.ROOT / name).read_text())["cells"]
-               if cell["cell_type"] == "markdown")
+        Path(name).stem
+        for name in site.notebook_names(site.ROOT)
+        if any(
+            term in "".join(cell["source"])
+            for cell in json.loads((site.ROOT / name).read_text())["cells"]
+            if cell["cell_type"] == "markdown"
+        )
     ]
     assert teaching, f"no lesson mentions {term} any more: pick another term of a late lesson"
     page = open_page(browser, site_url)
@@ -354,15 +441,18 @@ def test_the_search_finds_a_term_of_a_late_lesson(browser, site_url: str) -> Non
     page.close()
 
 
-def test_screenshots_of_the_home_page_and_a_lesson_with_a_plot(browser, site_url: str,
-                                                                 visits: dict[str, Visit]) -> None:
+def test_screenshots_of_the_home_page_and_a_lesson_with_a_plot(
+    browser, site_url: str, visits: dict[str, Visit]
+) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = open_page(browser, site_url)
     page.goto(site_url + "index.html", wait_until="load")
     page.locator("#the-course").scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / "home.png"))
     with_plot = next(
-        name for name in sorted(visits) if name.startswith("notebooks/")
+        name
+        for name in sorted(visits)
+        if name.startswith("notebooks/")
         and (site.ROOT / name.replace(".html", ".ipynb")).read_text().count('"image/png"')
     )
     page.goto(site_url + with_plot, wait_until="load")
