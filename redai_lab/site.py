@@ -37,12 +37,13 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import latex2mathml.converter
 from mkdocs.config.defaults import MkDocsConfig
 from mkdocs.plugins import BasePlugin
 from mkdocs.structure.pages import Page
@@ -152,7 +153,7 @@ _DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
 _INLINE_MATH = re.compile(r"(?<![\\$\w])\$(?=\S)([^$\n]+?)(?<=[^\s\\])\$(?![\d$])")
 
 
-def _outside_code(text: str, change) -> str:
+def _outside_code(text: str, change: Callable[[str], str]) -> str:
     """``text`` with ``change`` applied to every part that is not a code block or code span."""
     parts, position = [], 0
     for match in _CODE.finditer(text):
@@ -161,11 +162,15 @@ def _outside_code(text: str, change) -> str:
     return "".join(parts + [change(text[position:])])
 
 
-def _math_to_mathml(text: str) -> str:
-    from latex2mathml.converter import convert
+def _math_to_mathml(text: str, name: str) -> str:
+    def mathml(tex: str, display: str) -> str:
+        try:
+            return latex2mathml.converter.convert(tex.strip(), display=display)
+        except Exception as exc:  # noqa: BLE001  (latex2mathml's errors share no base class)
+            raise SiteError(f"{name} has math that cannot be drawn (${tex}$: {exc!r}): fix the TeX") from None
 
-    text = _DISPLAY_MATH.sub(lambda m: convert(m.group(1).strip(), display="block"), text)
-    return _INLINE_MATH.sub(lambda m: convert(m.group(1)), text)
+    text = _DISPLAY_MATH.sub(lambda m: mathml(m.group(1), "block"), text)
+    return _INLINE_MATH.sub(lambda m: mathml(m.group(1), "inline"), text)
 
 
 class _Pages:
@@ -205,7 +210,7 @@ def _stage_markdown_cell(text: str, name: str, pages: _Pages) -> str:
                 raise SiteError(f"{name} links {target}, which is not a page of the site: fix the link")
             return f"{match.group(1)}{url}{match.group(3) or ''}{match.group(4)}"
 
-        return _math_to_mathml(_LINK.sub(repoint, part))
+        return _math_to_mathml(_LINK.sub(repoint, part), name)
 
     return _outside_code(text, links)
 
@@ -247,7 +252,9 @@ def stage(root: Path, docs_dir: Path) -> list:
                 f"README.md's course map links {lesson.notebook}, which does not exist: fix the row"
             )
     extra_docs = sorted(
-        str(path.relative_to(root)) for pattern in ("docs/*.md", "docs/*.css") for path in root.glob(pattern)
+        path.relative_to(root).as_posix()
+        for pattern in ("docs/*.md", "docs/*.css")
+        for path in root.glob(pattern)
     )
     contributing = ["CONTRIBUTING.md"] if (root / "CONTRIBUTING.md").exists() else []
     modules = api_modules(root)

@@ -157,6 +157,13 @@ def test_a_broken_notebook_a_missing_lesson_or_a_broken_link_fails_the_build(
     assert build_fails(root, capsys) == (
         "site: notebooks/01_a.ipynb links 02_gone.ipynb, which is not a page of the site: fix the link"
     )
+    root = small_repository(tmp_path / "math", [code_cell("x = 1", 1)])
+    with (root / "notebooks" / "01_a.ipynb").open("r+", encoding="utf-8") as file:
+        text = file.read().replace("$e^{-x}$", "$e^$")
+        file.seek(0), file.truncate(), file.write(text)
+    assert build_fails(root, capsys).startswith(
+        "site: notebooks/01_a.ipynb has math that cannot be drawn ($e^$: MissingSuperScriptOrSubscriptError"
+    )
     root = small_repository(tmp_path / "readme", [code_cell("x = 1", 1)])
     with (root / "README.md").open("a", encoding="utf-8") as readme:
         readme.write("\nStart the server with [compose](docker-compose.yml).\n")
