@@ -333,6 +333,7 @@ def start_local(
     data_dir: str | None = None,
     config: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    config_file: str | None = None,
 ) -> RedisServer:
     """Start a throwaway ``redis-server`` on a free loopback port.
 
@@ -343,12 +344,14 @@ def start_local(
     persists nothing and its temporary directory is removed on stop. ``config`` is more
     ``redis-server`` arguments (``["--maxmemory", "2mb"]``), given last so they override the
     lab's; ``env`` replaces the server's environment (for example to add ``LD_PRELOAD``).
+    ``config_file`` is a ``redis.conf`` read first (the arguments override it): a server
+    started with one can ``CONFIG REWRITE`` it.
     """
     binary = binary or find_server_binary()
     if binary is None:
         raise NoRedisServerError(f"No {chosen_server()} server binary found: {HOW_TO_GET_A_SERVER}.")
     wanted = wheel_modules() if modules is None else modules
-    options = _LocalOptions(data_dir, tuple(config), None if env is None else dict(env))
+    options = _LocalOptions(data_dir, tuple(config), None if env is None else dict(env), config_file)
     try:
         return _start_local_process(binary, wanted, options)
     except ServerStartError:
@@ -378,6 +381,7 @@ class _LocalOptions:
     data_dir: str | None = None
     config: tuple[str, ...] = ()
     env: dict[str, str] | None = None
+    config_file: str | None = None
 
 
 def _start_local_process(binary: ServerBinary, modules: list[Path], options: _LocalOptions) -> RedisServer:
@@ -394,7 +398,9 @@ def _start_local_once(binary: ServerBinary, modules: list[Path], options: _Local
     workdir, lock = _new_workdir()
     persistence = ["--appendonly", "yes", "--dir", data_dir] if data_dir else ["--appendonly", "no"]
     port = _free_port()
-    args = [
+    # redis-server reads a config file only as its first argument.
+    args = [os.path.abspath(options.config_file)] if options.config_file else []
+    args += [
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--protected-mode", "yes",
