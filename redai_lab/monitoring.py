@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import shutil
 import subprocess
@@ -178,6 +179,10 @@ class MonitorDrain:
             return  # disconnected by __exit__ (redis-py raises one of these, depending on timing)
 
 
+# A cursor movement or erase (ESC [ ... letter), as redis-cli --latency redraws its line with.
+_CURSOR_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def redis_cli_for(url: str, args: Sequence[str], seconds: float) -> list[str] | None:
     """The lines ``redis-cli ARGS`` prints at ``url`` in ``seconds`` (then it is stopped), or None
     when redis-cli is not installed.
@@ -210,7 +215,9 @@ def redis_cli_for(url: str, args: Sequence[str], seconds: float) -> list[str] | 
     while select.select([reader], [], [], 0)[0] and _read_into(output, reader):
         pass
     os.close(reader)
-    return [line.rstrip() for line in output.decode(errors="replace").replace("\r", "").splitlines()]
+    # On a terminal, redis-cli redraws a line with \r or cursor escapes: each redraw is a line here.
+    text = _CURSOR_ESCAPE.sub("\n", output.decode(errors="replace"))
+    return [line.rstrip() for line in text.splitlines() if line.strip()]
 
 
 def _read_into(output: bytearray, reader: int) -> bool:

@@ -104,6 +104,8 @@ def test_redis_cli_for_stops_a_live_view_and_keeps_its_lines(server: RedisServer
     assert time.monotonic() - began < 5
     assert lines is not None and "data" in lines[0] and "keys" in lines[1]
     assert len(lines) >= 4  # the header's two lines, then a line per interval
+    latency = redis_cli_for(server.url, ["--latency", "-i", "0.1"], 0.5)
+    assert latency and all(line.startswith("min: ") and line.endswith(" samples)") for line in latency)
 
 
 def test_redis_cli_for_without_redis_cli_is_none(server: RedisServer, monkeypatch) -> None:
