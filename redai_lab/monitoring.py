@@ -170,6 +170,14 @@ class MonitorDrain:
         self._connection.disconnect()  # shuts the socket down: the reading thread's read fails
         self._thread.join()
 
+    def wait_for(self, lines: int, timeout: float = 10.0) -> bool:
+        """Wait until ``lines`` lines have been read (True), or ``timeout`` seconds (False): lines
+        still in the socket when the block ends are not counted."""
+        deadline = time.monotonic() + check_seconds("timeout", timeout)
+        while self.lines < lines and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return self.lines >= lines
+
     def _run(self) -> None:
         try:
             while True:

@@ -89,10 +89,8 @@ def test_the_drain_counts_every_command_after_monitor_started(client: redis.Redi
         for i in range(50):
             pipe.set(f"k:{i}", i)
         pipe.execute()
-        deadline = time.monotonic() + 5
-        while drain.lines < 50 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.05)  # a 51st line would have arrived by now
+        assert drain.wait_for(50, timeout=5)
+        assert not drain.wait_for(51, timeout=0.1)  # a 51st line would have arrived by now
         assert drain.lines == 50
     assert client.info("clients")["connected_clients"] == 1  # the monitor's connection is closed
 
