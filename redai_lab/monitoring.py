@@ -71,6 +71,13 @@ def watched(info: Mapping[str, Any]) -> dict[str, Any]:
     return values
 
 
+def _own_pool(r: redis.Redis, **overrides: Any) -> redis.ConnectionPool:
+    """A new pool to the server of ``r``, with its options (TLS and credentials included)."""
+    pool = r.connection_pool
+    return redis.ConnectionPool(connection_class=pool.connection_class,
+                                **{**pool.connection_kwargs, **overrides})
+
+
 @dataclass(frozen=True)
 class InfoSample:
     """One reading: seconds since the sampler started, and the server's counters then, less the
@@ -94,8 +101,7 @@ class InfoSampler:
         self.interval = check_seconds("interval", interval)
         self.samples: list[InfoSample] = []
         # A connection of its own: the sampler must not wait behind the load it measures.
-        self._client = redis.Redis(connection_pool=redis.ConnectionPool(
-            **{**r.connection_pool.connection_kwargs, "decode_responses": True}))
+        self._client = redis.Redis(connection_pool=_own_pool(r, decode_responses=True))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="redai-lab-sampler", daemon=True)
         self._error: BaseException | None = None
@@ -152,8 +158,7 @@ class MonitorDrain:
     what the server pays for a monitor, with as little client work as a consumer can do."""
 
     def __init__(self, r: redis.Redis) -> None:
-        pool = redis.ConnectionPool(**r.connection_pool.connection_kwargs)
-        self._connection = pool.make_connection()
+        self._connection = _own_pool(r).make_connection()
         self.lines = 0
         self._thread = threading.Thread(target=self._run, name="redai-lab-monitor", daemon=True)
 

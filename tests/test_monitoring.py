@@ -110,3 +110,21 @@ def test_redis_cli_for_stops_a_live_view_and_keeps_its_lines(server: RedisServer
 def test_redis_cli_for_without_redis_cli_is_none(server: RedisServer, monkeypatch) -> None:
     monkeypatch.setenv("PATH", "")
     assert redis_cli_for(server.url, ["--stat"], 0.1) is None
+
+
+def test_everything_reaches_a_server_that_needs_a_password() -> None:
+    with start_local(modules=[]) as secured:
+        redis.Redis.from_url(secured.url).config_set("requirepass", "s3cret")
+        url = secured.url.replace("redis://", "redis://:s3cret@")
+        r = redis.Redis.from_url(url)
+        r.ping()
+        with MonitorDrain(r) as drain:
+            with InfoSampler(r, interval=0.05) as sampler:
+                r.set("k", "v")
+            assert drain.wait_for(1, timeout=5)
+        assert sampler.samples[-1].commands - sampler.samples[0].commands == 1
+        assert sampler.samples[-1].clients == 2  # r and the monitor
+        if shutil.which("redis-cli"):
+            lines = redis_cli_for(url, ["--stat", "-i", "0.1"], 0.4)
+            assert lines is not None and "keys" in lines[1] and not any("NOAUTH" in line for line in lines)
+        r.close()
