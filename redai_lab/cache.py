@@ -31,12 +31,18 @@ Stampede protection, both kinds:
   ``-delta * beta * ln(rand()) >= time left``, so one caller refreshes shortly before expiry
   and nobody sees the miss. ``beta > 1`` refreshes earlier.
 
+From ``redis.asyncio`` code, ``AsyncCache`` has ``get``, ``get_or_load`` (an async loader),
+``set`` and ``invalidate``: the same keys, envelope, scripts and decisions (``get_or_load``'s are
+one I/O-free generator that both classes drive), so sync and async callers share entries and
+leases.
+
 Commands: GET, SET NX PX O(1); a write O(1) per value; DEL O(keys). Scripts are loaded on
 first use (``EVALSHA``, then ``SCRIPT LOAD`` once per server).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import inspect
@@ -48,12 +54,13 @@ import random as _random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar
 
 import redis
+import redis.asyncio
 
 from .errors import InvalidArgument, InvalidArgumentType, LabError, check_count, check_seconds, foreign_data
 from .serializers import JSON, Serializer
@@ -173,8 +180,16 @@ class CacheStats:
         return 1000 * self.miss_seconds / self.misses if self.misses else 0.0
 
 
-class Cache:
-    """Cache-aside, write-through and invalidation over one namespace of a Redis database.
+# What ``get_or_load``'s decisions (``_CacheBase._flight``) ask its driver to do, and the reply
+# each step gets back: ("get",) the entry's text or None; ("lease", token, seen) ``_lease``'s
+# pair; ("load", token) the loaded value; ("sleep", seconds) None. ``Cache`` performs the steps
+# with blocking calls and ``AsyncCache`` awaits them: one logic, two kinds of I/O.
+Step = tuple[Any, ...]
+
+
+class _CacheBase:
+    """What ``Cache`` and ``AsyncCache`` share: the parameters, the keys and envelope, the scripts
+    and every decision; only their I/O differs.
 
     ``ttl``: seconds a value lives; ``negative_ttl``: seconds a *negative* result lives (one for
     which ``is_negative`` is true, by default ``None``: "not found"), or None to use ``ttl``;
@@ -189,7 +204,7 @@ class Cache:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | redis.asyncio.Redis,
         namespace: str = "cache",
         *,
         ttl: float = 300.0,
@@ -249,15 +264,179 @@ class Cache:
         self.entry_key(key)  # the same checks
         return f"{self.namespace}:{LEASE_PREFIX}{key}"
 
-    # -- reading ------------------------------------------------------------------------------
+    # -- what both kinds share ---------------------------------------------------------------
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """The cached value of ``key`` if it is fresh, else ``default`` (no loading, no lease)."""
-        text = self._get(key)
+    def _flight(self, key: str, started: float) -> Generator[Step, Any, Any]:
+        """``get_or_load``'s decisions, without I/O: yields each step (see ``Step``), gets its
+        reply, returns the value. A hit is the one step ("get",)."""
+        text = yield ("get",)  # the hit path: one round trip
+        missed = text is None
+        deadline = 0.0
+        pause = 0.002
+        while True:
+            if text is not None:
+                value, remaining, delta = self._decode(key, text)
+                fresh = remaining > 0
+                if fresh and not self._xfetch(delta, remaining):
+                    self._count(started, hit=not missed)
+                    return value
+                # An early refresh, or expired and kept for stale_ttl: one caller reloads, the
+                # others get the value they read at once.
+                token = self._token()
+                newer, won = yield ("lease", token, text)
+                if won:
+                    value = yield ("load", token)
+                    self._count(started, hit=False, early_refreshes=1 if fresh else 0)
+                    return value
+                if newer is not None:  # refreshed by another caller since our GET
+                    text = newer
+                    continue
+                self._count(started, hit=not missed, stale_served=0 if fresh else 1)
+                return value
+            token = self._token()
+            text, won = yield ("lease", token, None)
+            if won:
+                value = yield ("load", token)
+                self._count(started, hit=False)
+                return value
+            if text is not None:  # written by another caller since our first GET
+                continue
+            now = time.monotonic()
+            if not deadline:
+                deadline = now + self.wait_timeout
+                self._count(waits=1)
+            elif now >= deadline:
+                raise CacheWaitTimeout(
+                    f"Waited {self.wait_timeout:g} s for another caller to load {self.entry_key(key)!r}: "
+                    f"the loader is slower than that or died; raise wait_timeout (and lease_ttl) or "
+                    f"set stale_ttl to serve the previous value meanwhile."
+                )
+            yield ("sleep", min(pause, deadline - now))
+            pause = min(pause * 2, 0.05)
+
+    def _fresh(self, key: str, text: str | None, default: Any) -> Any:
+        """``get``'s answer from the entry read: its value if fresh, else ``default``."""
         if text is None:
             return default
         value, remaining, _ = self._decode(key, text)
         return value if remaining > 0 else default
+
+    def _set_call(self, key: str, value: Any, ttl: float | None, delta: float) -> dict[str, list[Any]]:
+        """The ``_STORE`` call of ``set``: unconditional, ends the lease."""
+        fields = self._fields(value, ttl, None, check_seconds("delta", delta, zero=True))
+        return {"keys": [self.entry_key(key), self.lease_key(key)], "args": [*self._store_args(""), *fields]}
+
+    def _lease_call(self, key: str, token: str, seen: str | None) -> dict[str, list[Any]]:
+        """The ``_READ_OR_LEASE`` call. ``seen`` is the entry this caller read (None on a miss).
+        Only its stamp, the envelope up to the payload, is compared: a new write has another
+        expiry time."""
+        stamp = "" if seen is None else seen[: len(seen) - len(seen.split(":", 4)[-1])]
+        return {"keys": [self.entry_key(key), self.lease_key(key)], "args": [token, self._ms(self.lease_ttl), stamp]}
+
+    def _lease_reply(self, key: str, reply: list[Any]) -> tuple[str | None, bool]:
+        """``(a newer entry, None if there is none; whether the token now holds the lease)``."""
+        text, won = reply
+        return (None if text is None else self._text(key, text)), bool(won)
+
+    def _loaded(self, key: str, token: str, value: Any, ttl: float | None, negative_ttl: float | None,
+                started: float) -> dict[str, list[Any]]:
+        """The ``_STORE`` call of a loader's result (written only while ``token`` holds the lease)."""
+        fields = self._fields(value, ttl, negative_ttl, time.perf_counter() - started)
+        return {"keys": [self.entry_key(key), self.lease_key(key)], "args": self._store_args(token) + fields}
+
+    def _text(self, key: str, text: str | bytes) -> str:
+        if isinstance(text, bytes):  # a client without decode_responses
+            try:
+                return text.decode()
+            except UnicodeDecodeError:
+                raise self._foreign(key, "bytes that are not UTF-8 text") from None
+        return text
+
+    def _decode(self, key: str, text: str) -> tuple[Any, float, float]:
+        """``(value, seconds to expiry, delta)`` of an envelope; never runs anything it holds."""
+        if not text.startswith(self._header):
+            if text.startswith(f"{MAGIC}:"):
+                raise CacheEntryError(
+                    f"{self.entry_key(key)!r} was written with serializer {text.split(':')[1]!r}, this "
+                    f"cache reads {self.serializer.name!r}: invalidate it or use another namespace."
+                )
+            raise self._foreign(key)
+        try:
+            expires_ms, delta_ms, payload = text[len(self._header):].split(":", 2)
+            remaining = int(expires_ms) / 1000 - time.time()
+            delta = float(delta_ms) / 1000
+            if not 0 <= delta < math.inf:
+                raise ValueError(f"a recompute time of {delta_ms} ms")
+            return self.serializer.loads(payload), remaining, delta
+        except (LabError, ValueError) as exc:
+            raise CacheEntryError(f"{self.entry_key(key)!r} holds a corrupt entry ({exc}); invalidate it.") from None
+
+    def _foreign(self, key: str, what: str = f"no {MAGIC!r} envelope, possibly a pickle") -> CacheEntryError:
+        return CacheEntryError(
+            f"{self.entry_key(key)!r} holds data this cache did not write ({what}); it is never "
+            f"deserialised. Delete it (cache.invalidate({key!r})) or use another namespace."
+        )
+
+    def _foreign_data(self, key: str) -> AbstractContextManager[None]:
+        """Errors caused by what ``key``'s entry or lease holds become ``CacheEntryError``."""
+        return foreign_data(lambda problem: self._foreign(key, problem))
+
+    def _token(self) -> str:
+        # Unique among concurrent holders: random per Cache, the pid for forks, a counter per call.
+        return f"{self._token_prefix}{os.getpid()}:{next(self._tokens)}"
+
+    def _store_args(self, token: str) -> list[Any]:
+        """The ``_STORE`` arguments before the values': token, header, stale grace ms."""
+        return [token, self._header, self._ms(self.stale_ttl)]
+
+    def _fields(self, value: Any, ttl: float | None, negative_ttl: float | None, delta: float) -> list[Any]:
+        """The ``_STORE`` arguments of one value: ttl ms, delta ms, payload."""
+        seconds = self.ttl if ttl is None else check_seconds("ttl", ttl)
+        if self.is_negative(value):
+            negative = (
+                self.negative_ttl if negative_ttl is None else check_seconds("negative_ttl", negative_ttl)
+            )
+            seconds = seconds if negative is None else negative
+        if self.jitter:
+            seconds *= 1 - self.jitter * self.random()
+        payload = self.serializer.dumps(value)
+        return [self._ms(seconds), f"{delta * 1000:.3f}", payload]
+
+    @staticmethod
+    def _ms(seconds: float) -> int:
+        return max(1, round(seconds * 1000)) if seconds > 0 else 0
+
+    def _xfetch(self, delta: float, remaining: float) -> bool:
+        return self.beta > 0 and should_recompute_early(delta, remaining, self.beta, 1.0 - self.random())
+
+    def _count(self, started: float | None = None, *, hit: bool | None = None, **counters: int) -> None:
+        elapsed = 0.0 if started is None else time.perf_counter() - started
+        stats = self.stats
+        with self._stats_lock:
+            if hit:
+                stats.hits += 1
+                stats.hit_seconds += elapsed
+            elif hit is not None:
+                stats.misses += 1
+                stats.miss_seconds += elapsed
+            for name, increment in counters.items():
+                setattr(stats, name, getattr(stats, name) + increment)
+
+
+class Cache(_CacheBase):
+    """Cache-aside, write-through and invalidation over one namespace of a Redis database.
+
+    ``client`` is a ``redis.Redis``; for ``redis.asyncio`` use ``AsyncCache`` (same keys, same
+    scripts, same parameters). See ``_CacheBase`` for the parameters.
+    """
+
+    client: redis.Redis
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The cached value of ``key`` if it is fresh, else ``default`` (no loading, no lease)."""
+        return self._fresh(key, self._get(key), default)
 
     def get_or_load(
         self,
@@ -273,49 +452,21 @@ class Cache:
         write) for the one caller that loads; the others poll until the value appears (at most
         ``wait_timeout``).
         """
-        started = time.perf_counter()
-        text = self._get(key)  # the hit path: one round trip
-        missed = text is None
-        deadline = 0.0
-        pause = 0.002
+        flight = self._flight(key, time.perf_counter())
+        reply: Any = None
         while True:
-            if text is not None:
-                value, remaining, delta = self._decode(key, text)
-                fresh = remaining > 0
-                if fresh and not self._xfetch(delta, remaining):
-                    self._count(started, hit=not missed)
-                    return value
-                # An early refresh, or expired and kept for stale_ttl: one caller reloads, the
-                # others get the value they read at once.
-                newer, won = self._lease(key, token := self._token(), text)
-                if won:
-                    value = self._load(key, loader, token, ttl, negative_ttl)
-                    self._count(started, hit=False, early_refreshes=1 if fresh else 0)
-                    return value
-                if newer is not None:  # refreshed by another caller since our GET
-                    text = newer
-                    continue
-                self._count(started, hit=not missed, stale_served=0 if fresh else 1)
-                return value
-            text, won = self._lease(key, token := self._token(), None)
-            if won:
-                value = self._load(key, loader, token, ttl, negative_ttl)
-                self._count(started, hit=False)
-                return value
-            if text is not None:  # written by another caller since our first GET
-                continue
-            now = time.monotonic()
-            if not deadline:
-                deadline = now + self.wait_timeout
-                self._count(waits=1)
-            elif now >= deadline:
-                raise CacheWaitTimeout(
-                    f"Waited {self.wait_timeout:g} s for another caller to load {self.entry_key(key)!r}: "
-                    f"the loader is slower than that or died; raise wait_timeout (and lease_ttl) or "
-                    f"set stale_ttl to serve the previous value meanwhile."
-                )
-            time.sleep(min(pause, deadline - now))
-            pause = min(pause * 2, 0.05)
+            try:
+                step = flight.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if step[0] == "get":
+                reply = self._get(key)
+            elif step[0] == "lease":
+                reply = self._lease(key, step[1], step[2])
+            elif step[0] == "load":
+                reply = self._load(key, loader, step[1], ttl, negative_ttl)
+            else:
+                time.sleep(step[1])
 
     def refresh(
         self, key: str, loader: Callable[[], T], *, ttl: float | None = None, negative_ttl: float | None = None
@@ -331,8 +482,7 @@ class Cache:
         Ends any lease on ``key``, so a loader that read the old value cannot overwrite this one.
         ``delta`` is the value's recompute time in seconds, for XFetch (0: never early).
         """
-        fields = self._fields(value, ttl, None, check_seconds("delta", delta, zero=True))
-        self._store(keys=[self.entry_key(key), self.lease_key(key)], args=[*self._store_args(""), *fields])
+        self._store(**self._set_call(key, value, ttl, delta))
 
     def invalidate(self, *keys: str) -> int:
         """Invalidate-on-update: delete ``keys``' values and leases (after the source changed).
@@ -399,72 +549,22 @@ class Cache:
     # -- internals ----------------------------------------------------------------------------
 
     def _get(self, key: str) -> str | None:
-        entry = self.entry_key(key)
         with self._foreign_data(key):
             try:
-                text = self.client.get(entry)
+                text = self.client.get(self.entry_key(key))
             except UnicodeDecodeError:  # binary data, e.g. a pickle, read by a decoding client
                 raise self._foreign(key) from None
         return None if text is None else self._text(key, text)
 
-    def _text(self, key: str, text: str | bytes) -> str:
-        if isinstance(text, bytes):  # a client without decode_responses
-            try:
-                return text.decode()
-            except UnicodeDecodeError:
-                raise self._foreign(key, "bytes that are not UTF-8 text") from None
-        return text
-
-    def _decode(self, key: str, text: str) -> tuple[Any, float, float]:
-        """``(value, seconds to expiry, delta)`` of an envelope; never runs anything it holds."""
-        if not text.startswith(self._header):
-            if text.startswith(f"{MAGIC}:"):
-                raise CacheEntryError(
-                    f"{self.entry_key(key)!r} was written with serializer {text.split(':')[1]!r}, this "
-                    f"cache reads {self.serializer.name!r}: invalidate it or use another namespace."
-                )
-            raise self._foreign(key)
-        try:
-            expires_ms, delta_ms, payload = text[len(self._header):].split(":", 2)
-            remaining = int(expires_ms) / 1000 - time.time()
-            delta = float(delta_ms) / 1000
-            if not 0 <= delta < math.inf:
-                raise ValueError(f"a recompute time of {delta_ms} ms")
-            return self.serializer.loads(payload), remaining, delta
-        except (LabError, ValueError) as exc:
-            raise CacheEntryError(f"{self.entry_key(key)!r} holds a corrupt entry ({exc}); invalidate it.") from None
-
-    def _foreign(self, key: str, what: str = f"no {MAGIC!r} envelope, possibly a pickle") -> CacheEntryError:
-        return CacheEntryError(
-            f"{self.entry_key(key)!r} holds data this cache did not write ({what}); it is never "
-            f"deserialised. Delete it (cache.invalidate({key!r})) or use another namespace."
-        )
-
-    def _foreign_data(self, key: str) -> AbstractContextManager[None]:
-        """Errors caused by what ``key``'s entry or lease holds become ``CacheEntryError``."""
-        return foreign_data(lambda problem: self._foreign(key, problem))
-
-    def _token(self) -> str:
-        # Unique among concurrent holders: random per Cache, the pid for forks, a counter per call.
-        return f"{self._token_prefix}{os.getpid()}:{next(self._tokens)}"
-
     def _lease(self, key: str, token: str, seen: str | None) -> tuple[str | None, bool]:
-        """``(a newer entry, None if there is none; whether ``token`` now holds the lease)``.
-
-        ``seen`` is the entry this caller read (None on a miss). Only its stamp, the envelope
-        up to the payload, is compared: a new write has another expiry time.
-        """
-        stamp = "" if seen is None else seen[: len(seen) - len(seen.split(":", 4)[-1])]
-        keys = [self.entry_key(key), self.lease_key(key)]
         with self._foreign_data(key):
-            text, won = self._read_or_lease(keys=keys, args=[token, self._ms(self.lease_ttl), stamp])
-        return (None if text is None else self._text(key, text)), bool(won)
+            return self._lease_reply(key, self._read_or_lease(**self._lease_call(key, token, seen)))
 
     def _load(self, key: str, loader: Callable[[], T], token: str, ttl: float | None, negative_ttl: float | None) -> T:
         started = time.perf_counter()
         try:
             value = loader()
-            fields = self._fields(value, ttl, negative_ttl, time.perf_counter() - started)
+            store = self._loaded(key, token, value, ttl, negative_ttl, started)
         except BaseException:
             if token:  # let a waiting caller take over at once rather than after lease_ttl
                 with self._foreign_data(key):
@@ -472,48 +572,95 @@ class Cache:
             self._count(load_errors=1)
             raise
         with self._foreign_data(key):
-            written = self._store(
-                keys=[self.entry_key(key), self.lease_key(key)], args=self._store_args(token) + fields
-            )
+            written = self._store(**store)
         self._count(loads=1, rejected_writes=0 if written else 1)
         return value
 
-    def _store_args(self, token: str) -> list[Any]:
-        """The ``_STORE`` arguments before the values': token, header, stale grace ms."""
-        return [token, self._header, self._ms(self.stale_ttl)]
 
-    def _fields(self, value: Any, ttl: float | None, negative_ttl: float | None, delta: float) -> list[Any]:
-        """The ``_STORE`` arguments of one value: ttl ms, delta ms, payload."""
-        seconds = self.ttl if ttl is None else check_seconds("ttl", ttl)
-        if self.is_negative(value):
-            negative = (
-                self.negative_ttl if negative_ttl is None else check_seconds("negative_ttl", negative_ttl)
-            )
-            seconds = seconds if negative is None else negative
-        if self.jitter:
-            seconds *= 1 - self.jitter * self.random()
-        payload = self.serializer.dumps(value)
-        return [self._ms(seconds), f"{delta * 1000:.3f}", payload]
+class AsyncCache(_CacheBase):
+    """``Cache`` for ``redis.asyncio``: the same keys, envelope, scripts and single flight, awaited.
 
-    @staticmethod
-    def _ms(seconds: float) -> int:
-        return max(1, round(seconds * 1000)) if seconds > 0 else 0
+        cache = AsyncCache(ar, namespace="cache", ttl=300)
+        exam = await cache.get_or_load("exam:7", lambda: load_exam(7))   # loader: async, no args
 
-    def _xfetch(self, delta: float, remaining: float) -> bool:
-        return self.beta > 0 and should_recompute_early(delta, remaining, self.beta, 1.0 - self.random())
+    Concurrent tasks asking for one missing key run the loader once (the lease is in Redis, so
+    tasks in other processes, and sync ``Cache`` users of the namespace, share it). A task
+    cancelled while it loads releases the lease on its way out, so a waiter takes over at once.
+    """
 
-    def _count(self, started: float | None = None, *, hit: bool | None = None, **counters: int) -> None:
-        elapsed = 0.0 if started is None else time.perf_counter() - started
-        stats = self.stats
-        with self._stats_lock:
-            if hit:
-                stats.hits += 1
-                stats.hit_seconds += elapsed
-            elif hit is not None:
-                stats.misses += 1
-                stats.miss_seconds += elapsed
-            for name, increment in counters.items():
-                setattr(stats, name, getattr(stats, name) + increment)
+    client: redis.asyncio.Redis
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        """The cached value of ``key`` if it is fresh, else ``default`` (no loading, no lease)."""
+        return self._fresh(key, await self._get(key), default)
+
+    async def get_or_load(
+        self,
+        key: str,
+        loader: Callable[[], Awaitable[T]],
+        *,
+        ttl: float | None = None,
+        negative_ttl: float | None = None,
+    ) -> T:
+        """Cache-aside: ``key``'s value, computed by ``await loader()`` by one caller at a time."""
+        flight = self._flight(key, time.perf_counter())
+        reply: Any = None
+        while True:
+            try:
+                step = flight.send(reply)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+            if step[0] == "get":
+                reply = await self._get(key)
+            elif step[0] == "lease":
+                reply = await self._lease(key, step[1], step[2])
+            elif step[0] == "load":
+                reply = await self._load(key, loader, step[1], ttl, negative_ttl)
+            else:
+                await asyncio.sleep(step[1])
+
+    async def set(self, key: str, value: Any, *, ttl: float | None = None, delta: float = 0.0) -> None:
+        """Write-through, as ``Cache.set``: ends any lease on ``key``."""
+        await self._store(**self._set_call(key, value, ttl, delta))
+
+    async def invalidate(self, *keys: str) -> int:
+        """Delete ``keys``' values and leases in one MULTI, as ``Cache.invalidate``."""
+        if not keys:
+            return 0
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.delete(*(self.entry_key(key) for key in keys))
+            pipe.delete(*(self.lease_key(key) for key in keys))
+            deleted, _ = await pipe.execute()
+        return int(deleted)
+
+    async def _get(self, key: str) -> str | None:
+        with self._foreign_data(key):
+            try:
+                text = await self.client.get(self.entry_key(key))
+            except UnicodeDecodeError:  # binary data, e.g. a pickle, read by a decoding client
+                raise self._foreign(key) from None
+        return None if text is None else self._text(key, text)
+
+    async def _lease(self, key: str, token: str, seen: str | None) -> tuple[str | None, bool]:
+        with self._foreign_data(key):
+            return self._lease_reply(key, await self._read_or_lease(**self._lease_call(key, token, seen)))
+
+    async def _load(
+        self, key: str, loader: Callable[[], Awaitable[T]], token: str, ttl: float | None, negative_ttl: float | None
+    ) -> T:
+        started = time.perf_counter()
+        try:
+            value = await loader()
+            store = self._loaded(key, token, value, ttl, negative_ttl, started)
+        except BaseException:  # CancelledError too: a cancelled loader hands the lease back
+            with self._foreign_data(key):
+                await self._release(keys=[self.lease_key(key)], args=[token])
+            self._count(load_errors=1)
+            raise
+        with self._foreign_data(key):
+            written = await self._store(**store)
+        self._count(loads=1, rejected_writes=0 if written else 1)
+        return value
 
 
 class CachedFunction(Generic[P, R]):

@@ -44,6 +44,15 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _count(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number from {low} to {high}")
+        return int(text)
+
+    return parse
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog="redai-lab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +64,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     server = commands.add_parser("server", help="run a throwaway Redis until Ctrl-C and print its URL")
     server.set_defaults(run=run_server)
+
+    sentinel = commands.add_parser(
+        "sentinel", help="run a primary with replicas and Sentinels on loopback until Ctrl-C"
+    )
+    sentinel.add_argument("--replicas", type=_count(0, 5), default=2, help="replicas of the primary (default 2)")
+    sentinel.add_argument("--sentinels", type=_count(1, 7), default=3, help="Sentinels (default 3)")
+    sentinel.set_defaults(run=run_sentinel)
+
+    cluster = commands.add_parser("cluster", help="run a Redis Cluster on loopback until Ctrl-C")
+    cluster.add_argument("--primaries", type=_count(1, 9), default=3, help="primaries (default 3)")
+    cluster.add_argument("--replicas", type=_count(0, 3), default=1, help="replicas per primary (default 1)")
+    cluster.set_defaults(run=run_cluster)
 
     info = commands.add_parser("info", help="describe the server the lab would use")
     info.set_defaults(run=run_info)
@@ -130,12 +151,51 @@ def run_server(args: argparse.Namespace) -> int:
         print(server.describe())
         if server.throwaway:
             print(f"export {LAB_URL_ENV}={server.url}")
-        print("Ctrl-C stops it.", flush=True)
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            pass
+        _wait_for_ctrl_c()
     return 0
+
+
+def run_sentinel(args: argparse.Namespace) -> int:
+    from .topology import start_sentinel_topology
+
+    with _stop_on_signals(), start_sentinel_topology(args.replicas, args.sentinels) as topology:
+        assert topology.primary is not None
+        print(f"{topology.primary.product}: a primary, {args.replicas} replicas and {args.sentinels} "
+              f"Sentinels watching service {topology.service_name!r}")
+        for role, servers in (("primary", [topology.primary]), ("replica", topology.replicas),
+                              ("sentinel", topology.sentinels)):
+            for server in servers:
+                print(f"{role:8} {server.url}")
+        sentinels = ",".join(f"{host}:{port}" for host, port in topology.sentinel_addresses())
+        print(f"export {SENTINELS_ENV}={sentinels}")
+        _wait_for_ctrl_c()
+    return 0
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    from .topology import start_cluster
+
+    with _stop_on_signals(), start_cluster(args.primaries, args.replicas) as cluster:
+        total = args.primaries * (1 + args.replicas)
+        print(f"{cluster.nodes[0].product}: a Cluster of {total} nodes, {args.primaries} primaries "
+              f"with {args.replicas} replica(s) each")
+        for index, node in enumerate(cluster.nodes):
+            print(f"{'primary' if index < args.primaries else 'replica':8} {node.url}")
+        print(f"export {CLUSTER_URL_ENV}={cluster.nodes[0].url}")
+        _wait_for_ctrl_c()
+    return 0
+
+
+SENTINELS_ENV = "REDAI_LAB_SENTINELS"  # host:port,host:port,... for redis.Sentinel
+CLUSTER_URL_ENV = "REDAI_LAB_CLUSTER_URL"  # any node: redis.RedisCluster.from_url finds the rest
+
+
+def _wait_for_ctrl_c() -> None:
+    print("Ctrl-C stops it.", flush=True)
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
 
 
 def run_info(args: argparse.Namespace) -> int:

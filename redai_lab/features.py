@@ -33,7 +33,8 @@ def has_command(r: redis.Redis, command: str) -> bool:
     if not sub:
         return True
     subcommands = r.execute_command("COMMAND", "INFO", name)[name]["subcommands"]
-    return any(str(entry[0]).lower() == f"{name}|{sub}" for entry in subcommands)
+    names = (entry[0].decode() if isinstance(entry[0], bytes) else str(entry[0]) for entry in subcommands)
+    return any(found.lower() == f"{name}|{sub}" for found in names)  # a client without decode_responses too
 
 
 def require(r: redis.Redis, command: str, *, why: str = "") -> bool:

@@ -31,8 +31,8 @@ import secrets
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -118,9 +118,14 @@ class DatabaseClaim:
                 return
 
     def empty(self) -> int:
-        """FLUSHDB through the hold, so only while it is live; how many keys there were."""
-        removed = int(self.execute("DBSIZE"))
-        self.execute("FLUSHDB")
+        """Delete every key through the hold, so only while it is live; how many there were.
+
+        SCAN and UNLINK, never FLUSHDB (see ``empty_database``).
+        """
+        removed = 0
+        for page in self.scan():
+            if page:
+                removed += int(self.execute("UNLINK", *page))
         return removed
 
     def holders(self) -> list[str]:
@@ -162,6 +167,8 @@ class Lesson:
     server: RedisServer
     client: redis.Redis
     hold: DatabaseClaim | None = None  # on a server the lab did not start
+    # What finish() undoes beyond the lesson's database (the query engine's keys in database 0).
+    cleanups: list[Callable[[], object]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -182,16 +189,20 @@ class Lesson:
         print(exercise)
         return exercise
 
+    def on_finish(self, cleanup: Callable[[], object]) -> None:
+        """Have ``finish()`` call ``cleanup()`` first: for what a lesson writes outside its database."""
+        self.cleanups.append(cleanup)
+
     def finish(self) -> int:
         """Empty the lesson's database, end its hold, and return how many keys it removed.
 
         On a server the lab did not start, only while the hold is live; otherwise the keys stay
-        and ``RefusedToFlushError`` says so.
+        and ``RefusedToFlushError`` says so. The ``on_finish`` cleanups run first.
         """
+        while self.cleanups:
+            self.cleanups.pop()()
         if self.hold is None:
-            removed = int(self.client.dbsize())  # type: ignore[arg-type]
-            self.client.flushdb()
-            return removed
+            return empty_database(self.client)
         try:
             return self.hold.empty()
         except ClaimLostError as lost:
@@ -235,7 +246,7 @@ def claim(name: str, db: int, server: RedisServer, *, allow_flush: bool | None =
     """
     if server.throwaway:
         client = connect(server.url, db=db)
-        client.flushdb()
+        empty_database(client)
         return Lesson(name=name, db=db, server=server, client=client)
     if allow_flush is None:
         allow_flush = allow_flush_from_env()
@@ -256,6 +267,21 @@ def claim(name: str, db: int, server: RedisServer, *, allow_flush: bool | None =
         raise
     _held[hold.channel] = hold
     return Lesson(name=name, db=db, server=server, client=client, hold=hold)
+
+
+def empty_database(client: redis.Redis) -> int:
+    """Delete every key of ``client``'s database by SCAN and UNLINK; how many there were.
+
+    Never FLUSHDB: with the query engine loaded, a FLUSHDB in *any* database drops every search
+    index on the server (lesson 30's, a user's), not only that database's keys.
+    """
+    removed, cursor = 0, 0
+    while True:
+        cursor, keys = client.scan(cursor, count=1000)
+        if keys:
+            removed += int(client.unlink(*keys))
+        if not cursor:
+            return removed
 
 
 def allow_flush_from_env() -> bool:

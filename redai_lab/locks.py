@@ -12,6 +12,8 @@
   the resource checking the token can.
 * ``Semaphore``: at most ``limit`` holders at once; a sorted set of holder tokens scored by their
   expiry, expired holders pruned in the same script that admits a new one.
+* ``AsyncLock``: ``Lock`` for ``redis.asyncio`` (``async with``), the same key, scripts and
+  fencing, so sync and async holders exclude each other.
 
 Blocking acquires wait with exponential backoff and jitter until a deadline on
 ``time.monotonic()``. Every acquire attempt, release and extend is one round trip (``EVALSHA``).
@@ -27,15 +29,17 @@ after a failover the new primary may not know a lock was taken. See the lesson
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 import threading
 import time
 from contextlib import AbstractContextManager
 from types import EllipsisType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
+import redis.asyncio
 
 from .errors import InvalidArgument, InvalidArgumentType, LabError, check_count, check_seconds, foreign_data
 
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
 
 __all__ = [
+    "AsyncLock",
     "FencedStorage",
     "Lock",
     "LockDataError",
@@ -81,6 +86,24 @@ class StaleTokenError(LockError):
 BACKOFF_FIRST = 0.002
 BACKOFF_MAX = 0.1
 _jitter = random.SystemRandom()  # from os.urandom: forked processes do not share a sequence
+
+
+class _Waiting:
+    """The pauses of one blocking acquire, up to a deadline on ``time.monotonic()``."""
+
+    def __init__(self, blocking: bool, timeout: float | None) -> None:
+        self.blocking = blocking
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.delay = BACKOFF_FIRST
+
+    def pause(self) -> float | None:
+        """Seconds to wait before the next attempt; None: give up (not blocking, or the deadline)."""
+        left = None if self.deadline is None else self.deadline - time.monotonic()
+        if not self.blocking or (left is not None and left <= 0):
+            return None
+        pause = _jitter.uniform(self.delay / 2, self.delay)
+        self.delay = min(BACKOFF_MAX, self.delay * 2)
+        return pause if left is None else min(pause, left)
 
 
 class _Lease:
@@ -122,22 +145,14 @@ class _Lease:
         ``timeout`` (seconds; ``...``: the constructor's; None waits for ever) is measured on
         ``time.monotonic()``, and False comes only once it has fully passed.
         """
-        if self.token is not None:
-            raise LockError(
-                f"{self!r} is already held by this object and is not reentrant: release it first, "
-                f"or use one {type(self).__name__} object per holder."
-            )
-        timeout = self.timeout if timeout is ... else _check_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        self._check_not_held()
+        waiting = _Waiting(blocking, self.timeout if timeout is ... else _check_timeout(timeout))
         token = secrets.token_hex(16)  # 128 random bits: no other holder can guess or repeat it
-        delay = BACKOFF_FIRST
         while not self._attempt(token):
-            left = None if deadline is None else deadline - time.monotonic()
-            if not blocking or (left is not None and left <= 0):
+            pause = waiting.pause()
+            if pause is None:
                 return False
-            pause = _jitter.uniform(delay / 2, delay)
-            time.sleep(pause if left is None else min(pause, left))
-            delay = min(BACKOFF_MAX, delay * 2)
+            time.sleep(pause)
         self.token = token
         if self.auto_renew:
             self._start_renewing(token)
@@ -145,9 +160,7 @@ class _Lease:
 
     def release(self) -> None:
         """Give it back; ``LockNotOwnedError`` if it expired (and maybe went to another holder)."""
-        token = self.token
-        if token is None:
-            raise LockNotOwnedError(f"{self!r} was not acquired by this object (or was already released).")
+        token = self._held_token()
         self.token = None
         self._stop_renewer()
         with self._foreign():
@@ -157,14 +170,30 @@ class _Lease:
 
     def extend(self, ttl: float | None = None) -> None:
         """Reset the time left to ``ttl`` (default: the constructor's) if still the owner."""
-        token = self.token
-        if token is None:
-            raise LockNotOwnedError(f"{self!r} was not acquired by this object (or was already released).")
+        token = self._held_token()
         ttl_ms = _ms(self.ttl if ttl is None else _check_ttl(ttl))
         with self._foreign():
             extended = self._extend(token, ttl_ms)
         if not extended:
             raise LockNotOwnedError(self._lost())
+
+    def _check_not_held(self) -> None:
+        if self.token is not None:
+            raise LockError(
+                f"{self!r} is already held by this object and is not reentrant: release it first, "
+                f"or use one {type(self).__name__} object per holder."
+            )
+
+    def _held_token(self) -> str:
+        if self.token is None:
+            raise LockNotOwnedError(f"{self!r} was not acquired by this object (or was already released).")
+        return self.token
+
+    def _timeout_error(self) -> LockTimeoutError:
+        return LockTimeoutError(
+            f"Could not acquire {type(self).__name__} {self.name!r} within {self.timeout}s: another "
+            f"holder has it. Wait longer (timeout=...) or find the holder that does not release."
+        )
 
     def _attempt(self, token: str) -> bool:
         with self._foreign():
@@ -210,10 +239,7 @@ class _Lease:
 
     def __enter__(self) -> Self:
         if not self.acquire():
-            raise LockTimeoutError(
-                f"Could not acquire {type(self).__name__} {self.name!r} within {self.timeout}s: another "
-                f"holder has it. Wait longer (timeout=...) or find the holder that does not release."
-            )
+            raise self._timeout_error()
         return self
 
     def __exit__(
@@ -284,7 +310,7 @@ return 0
 """
 
     def __init__(
-        self, r: redis.Redis, name: str, *, ttl: float = 10.0, timeout: float | None = 10.0,
+        self, r: redis.Redis | redis.asyncio.Redis, name: str, *, ttl: float = 10.0, timeout: float | None = 10.0,
         auto_renew: bool = False,
     ) -> None:
         super().__init__(r, name, ttl=ttl, timeout=timeout, auto_renew=auto_renew)
@@ -298,7 +324,14 @@ return 0
         self._extend_script = r.register_script(self.EXTEND)
 
     def _try_acquire(self, token: str) -> bool:
-        fence = int(self._acquire_script(keys=[self.key, self.fence_key], args=[token, _ms(self.ttl)]))
+        return self._acquired(self._acquire_script(**self._acquire_call(token)))
+
+    def _acquire_call(self, token: str) -> dict[str, list[Any]]:
+        return {"keys": [self.key, self.fence_key], "args": [token, _ms(self.ttl)]}
+
+    def _acquired(self, reply: int) -> bool:
+        """Whether the acquire script's reply means "held"; keeps its fencing token."""
+        fence = int(reply)
         if fence:
             self.fencing_token = fence
         return bool(fence)
@@ -429,6 +462,83 @@ return 1
 
     def _extend(self, token: str, ttl_ms: int) -> bool:
         return bool(self._extend_script(keys=[self.key], args=[token, ttl_ms]))
+
+
+class AsyncLock:
+    """``Lock`` for ``redis.asyncio``: the same key, scripts, tokens and fencing, awaited.
+
+        async with AsyncLock(ar, "report:daily", ttl=30, timeout=5) as lock:   # LockTimeoutError
+            await write(result, lock.fencing_token)
+
+    A waiting acquire sleeps with ``asyncio.sleep``: the event loop serves other tasks meanwhile.
+    A task cancelled inside ``async with`` releases the lock on its way out. A task cancelled
+    *during* an acquire may have taken the lock without learning its token: nobody can release
+    it, and it frees itself after ``ttl``. No auto-renewal: ``await lock.extend()`` from the work.
+    """
+
+    def __init__(self, r: redis.asyncio.Redis, name: str, *, ttl: float = 10.0, timeout: float | None = 10.0) -> None:
+        # The sync Lock does everything but the I/O (its constructor only registers the scripts).
+        self.lock = Lock(r, name, ttl=ttl, timeout=timeout)
+        self.r = r
+
+    def __repr__(self) -> str:
+        return f"Async{self.lock!r}"
+
+    @property
+    def key(self) -> str:
+        return self.lock.key
+
+    @property
+    def fencing_token(self) -> int | None:
+        """The fencing token of the last successful acquire (None before any)."""
+        return self.lock.fencing_token
+
+    async def acquire(self, *, blocking: bool = True, timeout: float | None | EllipsisType = ...) -> bool:
+        """``Lock.acquire``, awaited: True once held, False when not free or at the deadline."""
+        lock = self.lock
+        lock._check_not_held()
+        waiting = _Waiting(blocking, lock.timeout if timeout is ... else _check_timeout(timeout))
+        token = secrets.token_hex(16)
+        while True:
+            with lock._foreign():
+                if lock._acquired(await lock._acquire_script(**lock._acquire_call(token))):
+                    break
+            pause = waiting.pause()
+            if pause is None:
+                return False
+            await asyncio.sleep(pause)
+        lock.token = token
+        return True
+
+    async def release(self) -> None:
+        """``Lock.release``, awaited; ``LockNotOwnedError`` if it expired meanwhile."""
+        lock = self.lock
+        token = lock._held_token()
+        lock.token = None
+        with lock._foreign():
+            released = await lock._release_script(keys=[lock.key], args=[token])
+        if not released:
+            raise LockNotOwnedError(lock._lost())
+
+    async def extend(self, ttl: float | None = None) -> None:
+        """``Lock.extend``, awaited: reset the time left if still the owner."""
+        lock = self.lock
+        token = lock._held_token()
+        ttl_ms = _ms(lock.ttl if ttl is None else _check_ttl(ttl))
+        with lock._foreign():
+            extended = await lock._extend_script(keys=[lock.key], args=[token, ttl_ms])
+        if not extended:
+            raise LockNotOwnedError(lock._lost())
+
+    async def __aenter__(self) -> Self:
+        if not await self.acquire():
+            raise self.lock._timeout_error()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.release()
 
 
 def contend(url: str, name: str, *, hold: float = 0.0, locked: bool = True) -> None:

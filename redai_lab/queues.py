@@ -42,7 +42,7 @@ from celery import Celery, Task  # type: ignore[import-untyped]
 
 from .connection import connect
 from .errors import LabError
-from .server import popen_tied_to_process
+from .server import popen_tied_to_process, redact
 
 # A dead consumer's tasks go back to the *right* end of the pending list, where consumers take
 # from, oldest first; the whole move is atomic and only happens if the heartbeat is gone.
@@ -352,7 +352,7 @@ def celery_config(
 def make_celery(url: str, *, main: str = "redai_lab", **options: Any) -> Celery:
     """A Celery app on Redis at ``url`` configured by ``celery_config(url, **options)``."""
     if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"make_celery needs a Redis URL (redis://host:port/db, rediss://, unix://), got {url!r}.")
+        raise ValueError(f"make_celery needs a Redis URL (redis://host:port/db, rediss://, unix://), got {redact(url)!r}.")
     app = Celery(main)
     app.config_from_object(celery_config(url, **options))
     return app

@@ -16,6 +16,9 @@ identity (a user id, an API key, an IP address)::
 | ``TokenBucket``          | a small hash (tokens, time)   | exact, smooth refill   | limit at once, then the rate      |
 | ``GCRA``                 | one number                    | exact, smooth refill   | limit at once, then the rate      |
 
+From ``redis.asyncio`` code: ``AsyncRateLimiter(GCRA, ar, "api", limit=100, period=60)`` and
+``await limiter.hit(...)``: the same script, key and answers as the sync class.
+
 Design (the same for all five):
 
 * One Lua script per algorithm, registered with ``register_script``: each check is one
@@ -40,16 +43,19 @@ from __future__ import annotations
 
 import math
 import secrets
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from numbers import Real
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import redis
+import redis.asyncio
 
 from .errors import InvalidArgument, InvalidArgumentType, LabError, check_count, check_seconds, foreign_data
 
 __all__ = [
     "GCRA",
+    "AsyncRateLimiter",
     "FixedWindow",
     "RateLimitDataError",
     "RateLimitError",
@@ -136,7 +142,7 @@ class RateLimiter:
 
     MAX_LIMIT: ClassVar[int] = 2**53  # counts stay exact in a Lua number
 
-    def __init__(self, r: redis.Redis, name: str, *, limit: int, period: float) -> None:
+    def __init__(self, r: redis.Redis | redis.asyncio.Redis, name: str, *, limit: int, period: float) -> None:
         if not isinstance(name, str):
             raise InvalidArgumentType(f"A limiter's name is a str (e.g. 'api'), not {name!r}.")
         if not name or any(c in name for c in ":{}"):
@@ -175,6 +181,16 @@ class RateLimiter:
         traffic and for lessons, never in production, where client clocks disagree. Keys
         written on a simulated clock live a minute longer than their TTL.
         """
+        call = self._call(identity, cost, now)
+        with self._foreign(identity):
+            return self._result(self._script(**call))
+
+    def reset(self, identity: str | int) -> None:
+        """Forget ``identity``'s history (it gets its full limit back)."""
+        self.r.delete(self.key(identity))
+
+    def _call(self, identity: str | int, cost: int, now: float | None) -> dict[str, list[Any]]:
+        """The script's keys and arguments for one check (every argument checked first)."""
         key = self.key(identity)
         cost = check_count("cost", cost, maximum=self.MAX_LIMIT)
         simulated = isinstance(now, Real) and not isinstance(now, bool)
@@ -183,23 +199,24 @@ class RateLimiter:
                 f"now is simulated seconds since the epoch, from 0 to {MAX_NOW}, not {now!r}."
             )
         clock = "" if now is None else round(now * 1_000_000)
-        with foreign_data(lambda problem: RateLimitDataError(
+        return {"keys": [key], "args": [self.limit, self._period_us, cost, clock, *self._extra_args()]}
+
+    def _foreign(self, identity: str | int) -> AbstractContextManager[None]:
+        key = self.key(identity)
+        return foreign_data(lambda problem: RateLimitDataError(
             f"{key!r} holds {problem}, not this limiter's state: reset it (limiter.reset({identity!r})) "
             f"if nothing else uses that key, or give the limiter another name."
-        )):
-            allowed, remaining, retry_us, reset_us = self._script(
-                keys=[key], args=[self.limit, self._period_us, cost, clock, *self._extra_args()]
-            )
+        ))
+
+    @staticmethod
+    def _result(reply: list[Any]) -> RateLimitResult:
+        allowed, remaining, retry_us, reset_us = reply
         return RateLimitResult(
             allowed=bool(allowed),
             remaining=max(0, int(remaining)),
             retry_after=math.inf if retry_us < 0 else retry_us / 1_000_000,
             reset_after=reset_us / 1_000_000,
         )
-
-    def reset(self, identity: str | int) -> None:
-        """Forget ``identity``'s history (it gets its full limit back)."""
-        self.r.delete(self.key(identity))
 
     def _extra_args(self) -> tuple[str, ...]:
         return ()
@@ -354,3 +371,40 @@ end
 redis.call('SET', KEYS[1], num(new_tat), 'PX', ms(new_tat - now))
 return {1, math.floor((burst - (new_tat - now)) / interval), 0, new_tat - now}
 """
+
+
+class AsyncRateLimiter:
+    """One of the five algorithms for ``redis.asyncio``: the same script, key and answers.
+
+        limiter = AsyncRateLimiter(GCRA, ar, "api", limit=100, period=60)
+        result = await limiter.hit("user:42")          # one EVALSHA, awaited
+
+    It shares its keys with the sync class of the same name and parameters: a sync worker and
+    an async web server limiting one identity draw on one budget.
+    """
+
+    def __init__(
+        self, algorithm: type[RateLimiter], r: redis.asyncio.Redis, name: str, *, limit: int, period: float
+    ) -> None:
+        if not (isinstance(algorithm, type) and issubclass(algorithm, RateLimiter) and algorithm is not RateLimiter):
+            raise InvalidArgumentType(f"algorithm is one of the five limiter classes (e.g. GCRA), not {algorithm!r}.")
+        # The sync class does everything but the I/O: its constructor only registers the script.
+        self.limiter = algorithm(r, name, limit=limit, period=period)
+        self.r = r
+
+    def __repr__(self) -> str:
+        return f"Async{self.limiter!r}"
+
+    def key(self, identity: str | int) -> str:
+        """The key holding ``identity``'s state, as the sync limiter's."""
+        return self.limiter.key(identity)
+
+    async def hit(self, identity: str | int, cost: int = 1, *, now: float | None = None) -> RateLimitResult:
+        """``RateLimiter.hit``, awaited."""
+        call = self.limiter._call(identity, cost, now)
+        with self.limiter._foreign(identity):
+            return self.limiter._result(await self.limiter._script(**call))
+
+    async def reset(self, identity: str | int) -> None:
+        """Forget ``identity``'s history."""
+        await self.r.delete(self.key(identity))

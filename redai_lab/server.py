@@ -242,10 +242,12 @@ def _read_identity(client: redis.Redis) -> dict[str, Any]:
     info = client.info("server")
     version = str(info["redis_version"])
     valkey = info.get("valkey_version")
+    # A Sentinel has no MODULE command (Valkey names the field server_mode).
+    sentinel = "sentinel" in (info.get("redis_mode"), info.get("server_mode"))
     return {
         "version": version,
-        "product": f"Valkey {valkey}" if valkey else f"Redis {version}",
-        "modules": {str(m["name"]): str(m["ver"]) for m in client.module_list()},
+        "product": f"{'Valkey' if valkey else 'Redis'} {valkey or version}{' Sentinel' if sentinel else ''}",
+        "modules": {} if sentinel else {str(m["name"]): str(m["ver"]) for m in client.module_list()},
     }
 
 
@@ -333,7 +335,7 @@ def start_local(
     data_dir: str | None = None,
     config: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
-    config_file: str | None = None,
+    config_file: str = "",
 ) -> RedisServer:
     """Start a throwaway ``redis-server`` on a free loopback port.
 
@@ -344,8 +346,8 @@ def start_local(
     persists nothing and its temporary directory is removed on stop. ``config`` is more
     ``redis-server`` arguments (``["--maxmemory", "2mb"]``), given last so they override the
     lab's; ``env`` replaces the server's environment (for example to add ``LD_PRELOAD``).
-    ``config_file`` is a ``redis.conf`` read first (the arguments override it): a server
-    started with one can ``CONFIG REWRITE`` it.
+    ``config_file`` is the text of a configuration file, written into the server's own directory
+    and given first (Sentinel needs one it can rewrite: ``config=["--sentinel"]``).
     """
     binary = binary or find_server_binary()
     if binary is None:
@@ -381,7 +383,7 @@ class _LocalOptions:
     data_dir: str | None = None
     config: tuple[str, ...] = ()
     env: dict[str, str] | None = None
-    config_file: str | None = None
+    config_file: str = ""
 
 
 def _start_local_process(binary: ServerBinary, modules: list[Path], options: _LocalOptions) -> RedisServer:
@@ -397,9 +399,12 @@ def _start_local_once(binary: ServerBinary, modules: list[Path], options: _Local
     data_dir = options.data_dir
     workdir, lock = _new_workdir()
     persistence = ["--appendonly", "yes", "--dir", data_dir] if data_dir else ["--appendonly", "no"]
-    port = _free_port()
-    # redis-server reads a config file only as its first argument.
-    args = [os.path.abspath(options.config_file)] if options.config_file else []
+    port = free_port()
+    args: list[str] = []
+    if options.config_file:
+        config_path = os.path.join(workdir, "redis.conf")
+        Path(config_path).write_text(options.config_file)
+        args.append(config_path)
     args += [
         "--port", str(port),
         "--bind", "127.0.0.1",
@@ -510,8 +515,9 @@ class _PortTaken(ServerStartError):
     """The port was free when probed but another process bound it first."""
 
 
-# Logged by every Redis version once it listens (after loading modules and data).
-READY_LINE = "Ready to accept connections"
+# Logged by every Redis version once it listens (after loading modules and data); a Sentinel
+# logs its id instead.
+READY_LINES = ("Ready to accept connections", "Sentinel ID is")
 
 
 def _wait_until_ready(url: str, process: subprocess.Popen[bytes], logfile: str, timeout: float = 15) -> None:
@@ -525,7 +531,7 @@ def _wait_until_ready(url: str, process: subprocess.Popen[bytes], logfile: str, 
                 raise error(f"The server exited at start: {_last_line(log)}")
             # Ping only once our own process says it listens: until then another server
             # may hold the port, and would answer.
-            if READY_LINE in log:
+            if any(line in log for line in READY_LINES):
                 try:
                     if client.ping():
                         return
@@ -549,7 +555,8 @@ def _last_line(log: str) -> str:
     return lines[-1] if lines else "empty log"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

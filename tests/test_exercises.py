@@ -174,3 +174,26 @@ def test_notebooks_ship_starters_and_committed_checks_say_not_yet(lesson: str) -
     assert shipped.keys() == specs.keys()
     for number, source in shipped.items():
         assert source.strip() == specs[number].starter().strip(), f"{lesson} exercise {number}: not the starter"
+
+
+# An ``async def`` answer is awaited with a redis.asyncio client on the lesson's own database.
+async def top_two_async(r, board: str) -> list[str]:
+    """The two best members of sorted set `board`, best first."""
+    return await r.zrange(board, 0, 1, desc=True)
+
+
+async def top_two_async_raises(r, board: str) -> list[str]:
+    return await r.hgetall(board)  # WRONGTYPE on a sorted set
+
+
+ASYNC_TOY = Spec(number=1, title="the top two", reference=top_two_async, hint="", cases=TOY.cases)
+
+
+def test_an_async_answer_is_awaited_on_the_lessons_database(r, capsys) -> None:
+    assert r.connection_pool.connection_kwargs["db"] != 0  # the setup's data is not in db 0
+    Exercise(ASYNC_TOY, r).check(top_two_async)
+    assert capsys.readouterr().out.startswith("✓ Exercise 1")
+    assert ASYNC_TOY.evaluate(r, top_two, "ex1:") is None  # sync and async answers agree
+    Exercise(ASYNC_TOY, r).check(top_two_async_raises)
+    assert "`top_two_async` raised ResponseError: WRONGTYPE" in capsys.readouterr().out
+    assert ASYNC_TOY.starter().startswith("async def top_two_async(r, board: str) -> list[str]:\n")

@@ -229,8 +229,8 @@ def test_a_port_taken_after_the_probe_is_retried_on_another(monkeypatch) -> None
         taken.listen()
         busy = [urlsplit(other.url).port, taken.getsockname()[1]]
         ports = iter(busy)
-        real_free_port = lab._free_port
-        monkeypatch.setattr(lab, "_free_port", lambda: next(ports, None) or real_free_port())
+        real_free_port = lab.free_port
+        monkeypatch.setattr(lab, "free_port", lambda: next(ports, None) or real_free_port())
         with lab.start_local(modules=[]) as server:
             assert urlsplit(server.url).port not in busy
             assert _pid_of(server.url) != _pid_of(other.url)
@@ -325,15 +325,16 @@ def test_extra_config_overrides_the_labs() -> None:
         client.close()
 
 
-def test_a_config_file_is_read_first_and_config_rewrite_writes_it(tmp_path) -> None:
-    conf = tmp_path / "redis.conf"
-    conf.write_text("maxmemory 5mb\ndatabases 4\n")
-    with lab.start_local(modules=[], config=["--databases", "6"], config_file=str(conf)) as server:
+def test_a_config_file_is_read_first_and_config_rewrite_writes_it() -> None:
+    file_text = "maxmemory 5mb\ndatabases 4\n"
+    with lab.start_local(modules=[], config=["--databases", "6"], config_file=file_text) as server:
         client = redis.Redis.from_url(server.url, decode_responses=True)
         assert client.config_get("maxmemory")["maxmemory"] == str(5 * 1024 * 1024)
         assert client.config_get("databases")["databases"] == "6"  # the arguments win over the file
         assert client.config_get("bind")["bind"] == "127.0.0.1"  # and so do the lab's
+        path = client.info("server")["config_file"]
         client.config_set("maxmemory", "7mb")
         assert client.config_rewrite()
+        with open(path) as rewritten:
+            assert "maxmemory 7mb" in rewritten.read().splitlines()
         client.close()
-    assert "maxmemory 7mb" in conf.read_text().splitlines()

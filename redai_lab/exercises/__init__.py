@@ -25,16 +25,19 @@ hint, and ``wrong``: plausible wrong answers that the test suite proves the chec
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib
 import inspect
 import os
 import re
 import textwrap
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from ..features import require
 
@@ -111,7 +114,7 @@ class Spec:
         """The cell a lesson ships: the reference's signature and docstring as written, and ``...``."""
         source = self.solution_source()
         function = ast.parse(source).body[0]
-        assert isinstance(function, ast.FunctionDef), f"{self.function} is not a function"
+        assert isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)), f"{self.function} is not a function"
         first = function.body[0]
         has_doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
             and isinstance(first.value.value, str)
@@ -143,10 +146,42 @@ class Spec:
         clear(r, prefix)
         args = case.setup(r, prefix)
         try:
-            return self.outcome(r, prefix, function(r, *args))
+            return self.outcome(r, prefix, call(function, r, args))
         finally:
             if function is self.reference:
                 clear(r, prefix)
+
+
+def call(function: Callable[..., Any], r: redis.Redis, args: Sequence[Any]) -> Any:
+    """``function(r, *args)``; an ``async def`` function is awaited with a ``redis.asyncio``
+    client on ``r``'s database, in an event loop of its own on a thread of its own (a notebook's
+    kernel already runs a loop, and an async client belongs to the loop it was made in)."""
+    if not inspect.iscoroutinefunction(function):
+        return function(r, *args)
+    settings = r.connection_pool.connection_kwargs
+    same = ("host", "port", "db", "username", "password", "decode_responses", "socket_timeout")
+
+    async def run() -> Any:
+        client = redis.asyncio.Redis(**{name: settings[name] for name in same if name in settings})
+        try:
+            return await function(client, *args)
+        finally:
+            await client.aclose()
+
+    outcome: dict[str, Any] = {}
+
+    def thread() -> None:
+        try:
+            outcome["value"] = asyncio.run(run())
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread)
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=thread, name="exercise")
+    worker.start()
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def clear(r: redis.Redis, prefix: str) -> None:
