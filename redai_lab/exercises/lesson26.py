@@ -61,7 +61,7 @@ def _keyspace(strings: dict[str, int], hashes: dict[str, int], lists: dict[str, 
     return setup
 
 
-def _biggest_outcome(r: redis.Redis, prefix: str, seen: Observed) -> tuple[Any, ...]:
+def _biggest_outcome(r: redis.Redis, prefix: str, seen: Observed) -> tuple[Any, str]:
     """Whether the answer is the right list for the keys as they are now (checked against the
     state, not against the reference's run: Valkey's MEMORY USAGE of one value can differ between
     two writes of it), and whether KEYS ran."""
@@ -70,7 +70,7 @@ def _biggest_outcome(r: redis.Redis, prefix: str, seen: Observed) -> tuple[Any, 
     right = sorted(sizes, key=lambda pair: (-pair[1], pair[0]))[:n]
     answer = [tuple(pair) for pair in seen.result] if isinstance(seen.result, list) else seen.result
     verdict = f"the {n} biggest keys by MEMORY USAGE, ties by name" if answer == right else seen.result
-    return verdict, seen.calls.get("keys", 0) > 0
+    return verdict, "KEYS ran" if seen.calls.get("keys", 0) else "no KEYS"
 
 
 # --- 2. Forget expired sessions --------------------------------------------------------------------
