@@ -323,3 +323,18 @@ def test_extra_config_overrides_the_labs() -> None:
         assert client.config_get("maxmemory")["maxmemory"] == str(3 * 1024 * 1024)
         assert client.config_get("databases")["databases"] == "4"
         client.close()
+
+
+def test_a_config_file_is_read_first_and_config_rewrite_writes_it() -> None:
+    file_text = "maxmemory 5mb\ndatabases 4\n"
+    with lab.start_local(modules=[], config=["--databases", "6"], config_file=file_text) as server:
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        assert client.config_get("maxmemory")["maxmemory"] == str(5 * 1024 * 1024)
+        assert client.config_get("databases")["databases"] == "6"  # the arguments win over the file
+        assert client.config_get("bind")["bind"] == "127.0.0.1"  # and so do the lab's
+        path = client.info("server")["config_file"]
+        client.config_set("maxmemory", "7mb")
+        assert client.config_rewrite()
+        with open(path) as rewritten:
+            assert "maxmemory 7mb" in rewritten.read().splitlines()
+        client.close()
