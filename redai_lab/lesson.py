@@ -31,8 +31,8 @@ import secrets
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -162,6 +162,8 @@ class Lesson:
     server: RedisServer
     client: redis.Redis
     hold: DatabaseClaim | None = None  # on a server the lab did not start
+    # What finish() undoes beyond the lesson's database (the query engine's keys in database 0).
+    cleanups: list[Callable[[], object]] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -182,12 +184,18 @@ class Lesson:
         print(exercise)
         return exercise
 
+    def on_finish(self, cleanup: Callable[[], object]) -> None:
+        """Have ``finish()`` call ``cleanup()`` first: for what a lesson writes outside its database."""
+        self.cleanups.append(cleanup)
+
     def finish(self) -> int:
         """Empty the lesson's database, end its hold, and return how many keys it removed.
 
         On a server the lab did not start, only while the hold is live; otherwise the keys stay
-        and ``RefusedToFlushError`` says so.
+        and ``RefusedToFlushError`` says so. The ``on_finish`` cleanups run first.
         """
+        while self.cleanups:
+            self.cleanups.pop()()
         if self.hold is None:
             removed = int(self.client.dbsize())  # type: ignore[arg-type]
             self.client.flushdb()
