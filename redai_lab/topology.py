@@ -251,24 +251,6 @@ def _cluster_ready(client: redis.Redis) -> bool:
 
 
 
-def restart_as_replica(topology: SentinelTopology, node: RedisServer, primary: tuple[str, int]) -> RedisServer:
-    """Start a killed or stopped data node again on its port, as a replica of ``primary``.
-
-    What an operator does with a failed primary once it is back: it rejoins as a replica (its
-    own data is replaced by a full sync). ``topology.primary`` becomes the node at ``primary``
-    and ``topology.replicas`` the others, the restarted one included.
-    """
-    node.stop()  # releases its directory; the process is already gone or stops here
-    restarted = topology._start(port=address(node)[1],
-                                config=["--replicaof", primary[0], str(primary[1])])
-    topology.started.remove(node)
-    nodes = [n for n in topology.data_nodes() if n is not node] + [restarted]
-    topology.primary = next(n for n in nodes if address(n) == primary)
-    topology.replicas = [n for n in nodes if n is not topology.primary]
-    _wait_for(lambda: _in_sync(restarted), 30, "the restarted node did not finish its sync")
-    return restarted
-
-
 def _in_sync(replica: RedisServer) -> bool:
     with client_for(replica) as client:
         info = client.info("replication")
