@@ -224,11 +224,11 @@ class PartitionProxy:
 
     def heal(self) -> None:
         """Close the connections that lived through the partition, then forward again."""
-        with self._lock:
+        with self._lock:  # one step: a peer reconnecting at once must not land in the partition
             stale, self._sockets = self._sockets, set()
+            self._connected.set()
         for sock in stale:
             _close(sock)
-        self._connected.set()
 
     def close(self) -> None:
         """Stop accepting and close every proxied connection."""
@@ -255,9 +255,10 @@ class PartitionProxy:
                     _close(peer)
                     return
                 self._sockets.add(peer)  # while partitioned it just hangs, until heal() closes it
-            peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay on small replies
-            if self.partitioned:
+                partitioned = not self._connected.is_set()
+            if partitioned:
                 continue
+            peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay on small replies
             try:
                 server = socket.create_connection(self.target, timeout=5)
             except OSError:  # the server is down: the peer sees its connection closed
