@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import redis
+import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -141,7 +142,7 @@ def measure_failover(
     if fault not in ("kill", "partition") or guard not in GUARDS:
         raise ValueError(f"fault is 'kill' or 'partition' and guard one of {GUARDS}, got {fault!r}, {guard!r}.")
     assert topology.primary is not None
-    sentinel = client_for(topology.sentinels[0])
+    sentinel = redis.Sentinel(topology.sentinel_addresses(), socket_timeout=0.5)
     old_primary = topology.primary
     min_replicas = 1 if guard == "min-replicas-to-write 1" else 0
     for node in topology.data_nodes():
@@ -164,8 +165,8 @@ def measure_failover(
             faulted_at = now
         if faulted_at and now - faulted_at > timeout:
             raise TimeoutError(f"no new primary acknowledged a write within {timeout:.0f}s of the {fault}")
-        named = topology.node_behind(_primary_named_by(sentinel, topology.service_name))
-        if named is not current:  # the Sentinels switched the primary: follow them
+        named = _primary_named_by(topology, sentinel)
+        if named is not None and named is not current:  # the Sentinels switched the primary: follow them
             client.close()
             current, client = named, _writer(named)
         write_id = len(attempts)
@@ -176,7 +177,8 @@ def measure_failover(
         elif outcome == "acknowledged" and current is not old_primary and not resumed_at:
             resumed_at = attempts[-1][0]
     client.close()
-    sentinel.close()
+    for connection in sentinel.sentinels:
+        connection.close()
     new_primary = current
     with client_for(new_primary) as admin:
         kept = {int(i) for i in admin.lrange(LOG, 0, -1)}
@@ -206,9 +208,12 @@ def _writer(node) -> redis.Redis:
     return client_for(node, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
 
 
-def _primary_named_by(sentinel: redis.Redis, service: str) -> tuple[str, int]:
-    host, port = sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", service)
-    return host, int(port)
+def _primary_named_by(topology: PartitionableTopology, sentinel: redis.Sentinel):
+    """The data node a Sentinel that sees it up names as the primary; None while none does."""
+    try:  # redis-py skips a Sentinel that thinks the primary is down, or knows too few others
+        return topology.node_behind(sentinel.discover_master(topology.service_name))
+    except redis.sentinel.MasterNotFoundError:
+        return None
 
 
 def _write(client: redis.Redis, write_id: int, guard: Guard, wait_timeout_ms: int) -> str:
