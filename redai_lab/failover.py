@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .faults import PartitionProxy
+from .server import RedisServer
 from .topology import (
     SentinelTopology,
     _replicas_in_sync,
@@ -52,11 +53,11 @@ class PartitionableTopology(SentinelTopology):
 
     proxies: dict[tuple[str, int], PartitionProxy] = field(default_factory=dict)  # node address -> proxy
 
-    def proxy_of(self, node: redis.Redis | object) -> PartitionProxy:
-        """The proxy in front of a data node (a ``RedisServer``)."""
-        return self.proxies[address(node)]  # type: ignore[arg-type]
+    def proxy_of(self, node: RedisServer) -> PartitionProxy:
+        """The proxy in front of a data node."""
+        return self.proxies[address(node)]
 
-    def node_behind(self, announced: tuple[str, int]):
+    def node_behind(self, announced: tuple[str, int]) -> RedisServer:
         """The data node whose proxy is at ``announced`` (what Sentinels and replicas know it by)."""
         return next(n for n in self.data_nodes() if self.proxy_of(n).port == announced[1])
 
@@ -207,12 +208,12 @@ def measure_failover(
     )
 
 
-def _writer(node) -> redis.Redis:
+def _writer(node: RedisServer) -> redis.Redis:
     # No retries: each attempt is one RPUSH, so the count of acknowledged writes stays exact.
     return client_for(node, socket_timeout=0.5, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
 
 
-def _primary_named_by(topology: PartitionableTopology, sentinel: redis.Sentinel):
+def _primary_named_by(topology: PartitionableTopology, sentinel: redis.Sentinel) -> RedisServer | None:
     """The data node a Sentinel that sees it up names as the primary; None while none does."""
     try:  # redis-py skips a Sentinel that thinks the primary is down, or knows too few others
         return topology.node_behind(sentinel.discover_master(topology.service_name))
@@ -237,7 +238,8 @@ def _write(client: redis.Redis, write_id: int, guard: Guard, wait_timeout_ms: in
     return "acknowledged"
 
 
-def _rejoin_as_replica(topology: PartitionableTopology, node, primary, *, restart: bool) -> None:
+def _rejoin_as_replica(topology: PartitionableTopology, node: RedisServer, primary: RedisServer, *,
+                       restart: bool) -> None:
     """Make the old primary a replica of the new one, through the new one's proxy.
 
     What an operator (or, a few seconds later, the Sentinels) does once it is back: its own data
