@@ -169,7 +169,8 @@ def measure_failover(
                 topology.proxy_of(old_primary).partition()
             faulted_at = now
         if faulted_at and now - faulted_at > timeout:
-            raise TimeoutError(f"no new primary acknowledged a write within {timeout:.0f}s of the {fault}")
+            raise TimeoutError(f"No new primary acknowledged a write within {timeout:.0f}s of the {fault}: ask a "
+                               f"Sentinel (SENTINEL MASTERS) why, or give the machine fewer other jobs.")
         named = _primary_named_by(topology, sentinel)
         if named is not None and named is not current:  # the Sentinels switched the primary: follow them
             client.close()
