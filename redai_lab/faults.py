@@ -188,3 +188,102 @@ class ConnectionKiller:
                 self.kills += sum(int(killed) for killed in pipe.execute(raise_on_error=False)
                                   if not isinstance(killed, Exception))
             self.rounds += 1
+
+
+class PartitionProxy:
+    """A TCP proxy on 127.0.0.1 in front of one server, for the links a network partition cuts.
+
+    Give its address to the peers that must lose the server (its replicas, the Sentinels) and
+    let other clients connect to the server directly. ``partition()`` makes it a black hole, as
+    a real partition is: bytes already in flight are dropped, new connections are accepted and
+    then hang, and nobody gets a reset, so peers notice only through their own timeouts.
+    ``heal()`` closes every connection that lived through the partition (their streams have
+    gaps) and forwards again; peers reconnect. Use ``with``, or ``close()``.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        """The proxy's port on 127.0.0.1: the address the peers use."""
+        self._connected = threading.Event()  # set: forwarding; clear: partitioned
+        self._connected.set()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._closed = False
+        self._acceptor = threading.Thread(target=self._accept, name="partition-proxy", daemon=True)
+        self._acceptor.start()
+
+    @property
+    def partitioned(self) -> bool:
+        return not self._connected.is_set()
+
+    def partition(self) -> None:
+        """Stop forwarding in both directions, silently."""
+        self._connected.clear()
+
+    def heal(self) -> None:
+        """Close the connections that lived through the partition, then forward again."""
+        with self._lock:  # one step: a peer reconnecting at once must not land in the partition
+            stale, self._sockets = self._sockets, set()
+            self._connected.set()
+        for sock in stale:
+            _close(sock)
+
+    def close(self) -> None:
+        """Stop accepting and close every proxied connection."""
+        with self._lock:
+            self._closed = True
+        _close(self._listener)
+        self.heal()
+        self._acceptor.join(5)
+
+    def __enter__(self) -> PartitionProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                peer, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            with self._lock:
+                if self._closed:
+                    _close(peer)
+                    return
+                self._sockets.add(peer)  # while partitioned it just hangs, until heal() closes it
+                partitioned = not self._connected.is_set()
+            if partitioned:
+                continue
+            peer.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle delay on small replies
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+            except OSError:  # the server is down: the peer sees its connection closed
+                self._forget(peer)
+                continue
+            server.settimeout(None)
+            server.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                self._sockets.add(server)
+            for source, sink in ((peer, server), (server, peer)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if self._connected.is_set():
+                    sink.sendall(data)
+                # else: lost in the partition
+        except OSError:
+            pass
+        finally:
+            self._forget(source, sink)
+
+    def _forget(self, *sockets: socket.socket) -> None:
+        with self._lock:
+            self._sockets.difference_update(sockets)
+        for sock in sockets:
+            _close(sock)

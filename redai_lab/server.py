@@ -336,6 +336,7 @@ def start_local(
     config: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     config_file: str = "",
+    port: int | None = None,
 ) -> RedisServer:
     """Start a throwaway ``redis-server`` on a free loopback port.
 
@@ -347,13 +348,14 @@ def start_local(
     ``redis-server`` arguments (``["--maxmemory", "2mb"]``), given last so they override the
     lab's; ``env`` replaces the server's environment (for example to add ``LD_PRELOAD``).
     ``config_file`` is the text of a configuration file, written into the server's own directory
-    and given first (Sentinel needs one it can rewrite: ``config=["--sentinel"]``).
+    and given first (Sentinel needs one it can rewrite: ``config=["--sentinel"]``). ``port``
+    (default: a free one) restarts a server where it was, for example after a kill.
     """
     binary = binary or find_server_binary()
     if binary is None:
         raise NoRedisServerError(f"No {chosen_server()} server binary found: {HOW_TO_GET_A_SERVER}.")
     wanted = wheel_modules() if modules is None else modules
-    options = _LocalOptions(data_dir, tuple(config), None if env is None else dict(env), config_file)
+    options = _LocalOptions(data_dir, tuple(config), None if env is None else dict(env), config_file, port)
     try:
         return _start_local_process(binary, wanted, options)
     except ServerStartError:
@@ -384,6 +386,7 @@ class _LocalOptions:
     config: tuple[str, ...] = ()
     env: dict[str, str] | None = None
     config_file: str = ""
+    port: int | None = None
 
 
 def _start_local_process(binary: ServerBinary, modules: list[Path], options: _LocalOptions) -> RedisServer:
@@ -391,7 +394,8 @@ def _start_local_process(binary: ServerBinary, modules: list[Path], options: _Lo
         try:
             return _start_local_once(binary, modules, options)
         except _PortTaken:  # another process took the free port between our probe and the bind
-            pass
+            if options.port:
+                raise ServerStartError(f"Port {options.port} on 127.0.0.1 is taken: stop what uses it.") from None
     raise ServerStartError("redis-server could not bind a free port on 127.0.0.1 after 3 tries.")
 
 
@@ -399,7 +403,7 @@ def _start_local_once(binary: ServerBinary, modules: list[Path], options: _Local
     data_dir = options.data_dir
     workdir, lock = _new_workdir()
     persistence = ["--appendonly", "yes", "--dir", data_dir] if data_dir else ["--appendonly", "no"]
-    port = free_port()
+    port = options.port or free_port()
     args: list[str] = []
     if options.config_file:
         config_path = os.path.join(workdir, "redis.conf")

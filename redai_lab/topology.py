@@ -52,14 +52,15 @@ class _Nodes:
     """Servers started together, stopped together."""
 
     started: list[RedisServer] = field(default_factory=list)
+    binary: ServerBinary | None = None  # None: the lab's chosen server
 
     def stop(self) -> None:
         """Stop every node this topology started (idempotent)."""
         for server in reversed(self.started):
             server.stop()
 
-    def _start(self, binary: ServerBinary | None, **kwargs: Any) -> RedisServer:
-        server = start_local(binary, modules=[], **kwargs)
+    def _start(self, **kwargs: Any) -> RedisServer:
+        server = start_local(self.binary, modules=[], **kwargs)
         self.started.append(server)
         return server
 
@@ -132,12 +133,12 @@ def start_sentinel_topology(
     if replicas < 0 or sentinels < 1:
         raise ValueError("A Sentinel topology needs at least 1 Sentinel and 0 or more replicas.")
     quorum = quorum or sentinels // 2 + 1
-    topology = SentinelTopology()
+    topology = SentinelTopology(binary=binary)
     try:
-        topology.primary = topology._start(binary)
+        topology.primary = topology._start()
         host, port = address(topology.primary)
         for _ in range(replicas):
-            topology.replicas.append(topology._start(binary, config=["--replicaof", host, str(port)]))
+            topology.replicas.append(topology._start(config=["--replicaof", host, str(port)]))
         _wait_for(lambda: _replicas_in_sync(topology.primary, topology.replicas), timeout,
                   "the replicas did not finish their first sync")
         config = (
@@ -146,7 +147,7 @@ def start_sentinel_topology(
             f"sentinel failover-timeout {topology.service_name} {failover_timeout_ms}\n"
         )
         for _ in range(sentinels):
-            topology.sentinels.append(topology._start(binary, config_file=config, config=["--sentinel"]))
+            topology.sentinels.append(topology._start(config_file=config, config=["--sentinel"]))
         _wait_for(lambda: all(_sentinel_sees(s, topology, replicas, sentinels) for s in topology.sentinels),
                   timeout, "the Sentinels did not discover each other and the replicas")
     except BaseException:
@@ -171,7 +172,7 @@ def start_cluster(
     """
     if primaries < 1 or replicas_per_primary < 0:
         raise ValueError("A Cluster needs at least 1 primary and 0 or more replicas per primary.")
-    cluster = ClusterTopology(primaries=primaries)
+    cluster = ClusterTopology(binary=binary, primaries=primaries)
     config = ["--cluster-enabled", "yes", "--cluster-node-timeout", str(node_timeout_ms),
               "--databases", "1"]
     try:
@@ -179,7 +180,7 @@ def start_cluster(
         for _ in range(primaries * (1 + replicas_per_primary)):
             # The bus port defaults to port + 10000, beyond 65535 for high free ports: choose one.
             bus_ports.append(free_port())
-            cluster._start(binary, config=[*config, "--cluster-port", str(bus_ports[-1])])
+            cluster._start(config=[*config, "--cluster-port", str(bus_ports[-1])])
         clients = [client_for(node) for node in cluster.started]
         ids = [c.execute_command("CLUSTER", "MYID") for c in clients]
         for index, client in enumerate(clients[:primaries]):
@@ -216,11 +217,8 @@ def _wait_for(ready: Callable[[], bool], timeout: float, what: str) -> None:
 
 def _replicas_in_sync(primary: RedisServer | None, replicas: list[RedisServer]) -> bool:
     assert primary is not None
-    for replica in replicas:
-        with client_for(replica) as client:
-            info = client.info("replication")
-            if info.get("master_link_status") != "up" or info.get("master_sync_in_progress"):
-                return False
+    if not all(_in_sync(replica) for replica in replicas):
+        return False
     with client_for(primary) as client:
         return int(client.info("replication")["connected_slaves"]) == len(replicas)
 
@@ -250,3 +248,10 @@ def _cluster_ready(client: redis.Redis) -> bool:
     info = client.info("replication")
     return info["role"] == "master" or (info.get("master_link_status") == "up"
                                         and not info.get("master_sync_in_progress"))
+
+
+
+def _in_sync(replica: RedisServer) -> bool:
+    with client_for(replica) as client:
+        info = client.info("replication")
+        return info.get("master_link_status") == "up" and not info.get("master_sync_in_progress")
