@@ -45,9 +45,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .cache import AsyncCache
+from .errors import LabError
 from .leaderboard import Leaderboard
 from .ratelimit import GCRA, AsyncRateLimiter
-from .errors import LabError
 from .sessions import SessionNotFound, SessionStore
 
 SESSION_COOKIE = "session"
