@@ -62,7 +62,15 @@ from typing import Any, Generic, ParamSpec, TypeVar
 import redis
 import redis.asyncio
 
-from .errors import InvalidArgument, InvalidArgumentType, LabError, check_count, check_seconds, foreign_data
+from .errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    LabError,
+    check_client,
+    check_count,
+    check_seconds,
+    foreign_data,
+)
 from .serializers import JSON, Serializer
 
 P = ParamSpec("P")
@@ -218,6 +226,7 @@ class _CacheBase:
         serializer: Serializer = JSON,
         random: Callable[[], float] = _random.random,
     ) -> None:
+        check_client(type(self).__name__, client, asynchronous=isinstance(self, AsyncCache))
         if not isinstance(namespace, str) or not namespace or ":" in namespace:
             raise InvalidArgument(f"namespace must be a non-empty name without ':', got {namespace!r}")
         if not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:

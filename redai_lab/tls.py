@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import ServerStartError
-from .server import RedisServer, ServerBinary, free_port, find_server_binary, start_local
+from .server import RedisServer, ServerBinary, find_server_binary, free_port, start_local
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
