@@ -114,6 +114,9 @@ def test_invalidate_similar_removes_what_is_within_and_nothing_else(vr) -> None:
     assert len(cache) == 2
     assert cache.lookup("Explain UDP.", distance_threshold=0.01).answer == "explain udp."
     assert cache.invalidate_similar("Explain NTP.", within=0.5) == 0
+    cache.clear()
+    cache.store("Explain TCP.", "tcp")
+    assert cache.invalidate_similar("Explain NTP.", within=2.0) == 1  # inclusive: opposite is exactly 2
 
 
 def test_clear_removes_the_cache_and_only_it(vr) -> None:
