@@ -33,7 +33,8 @@ as text.
 Commands: VADD O(log n) (HNSW insertion), VSIM O(log n), VREM O(log n), HSET/HMGET O(1) per
 field, DEL/UNLINK O(1) per key. Data written by someone else under the cache's keys (another
 type, a hash without an answer, vectors of another dimension) gives ``SemanticCacheDataError``,
-one line.
+one line; a server without vector sets ``MissingFeatureError``. The client may decode responses
+or not.
 """
 
 from __future__ import annotations
