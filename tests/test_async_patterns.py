@@ -292,6 +292,25 @@ def test_an_async_hit_counts_its_cost(redis_url, algorithm) -> None:
     assert asyncio.run(main()) == [True, False, True, False]
 
 
+def test_an_async_lock_that_expired_is_not_released_and_extend_sets_the_ttl_given(r, redis_url) -> None:
+    async def main() -> None:
+        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        lock = AsyncLock(ar, "job", ttl=0.05, timeout=0)
+        assert await lock.acquire()
+        await asyncio.sleep(0.1)  # expired: another task takes it
+        other = AsyncLock(ar, "job", ttl=30, timeout=0)
+        assert await other.acquire()
+        with pytest.raises(LockNotOwnedError):
+            await lock.release()
+        assert await ar.exists("{lock:job}") == 1  # the other holder's lock is untouched
+        await other.extend(60)
+        assert 59_000 < await ar.pttl("{lock:job}") <= 60_000
+        await other.release()
+        await ar.aclose()
+
+    asyncio.run(main())
+
+
 # -- cancellation ---------------------------------------------------------------------------
 
 

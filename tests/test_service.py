@@ -212,3 +212,27 @@ def test_damaged_data_in_redis_is_a_500_whose_detail_names_no_key(redis_url, dat
         answer = call(redis_url, database, scenario, limit=1000)
     assert answer.status_code == 500 and answer.json() == {"detail": "Internal error: see the service's log."}
     assert len(caplog.records) == 1 and "board:exam:1" in caplog.records[0].getMessage()
+
+
+def test_waiting_the_retry_after_seconds_is_enough(redis_url, database) -> None:
+    async def scenario(http: httpx.AsyncClient) -> list[Any]:
+        first = (await http.get("/exams/1")).status_code
+        refused = await http.get("/exams/1")
+        await asyncio.sleep(int(refused.headers["Retry-After"]))  # what a polite client does
+        return [first, refused.status_code, refused.headers["Retry-After"], (await http.get("/exams/1")).status_code]
+
+    # GCRA, 1 per 1.5 s: the next request is admitted 1.5 s after the first; rounded down, 1 s would be too early.
+    assert call(redis_url, database, scenario, limit=1, period=1.5) == [200, 429, "2", 200]
+
+
+def test_every_route_but_login_is_limited_and_the_page_size_is_1_to_100(redis_url, database) -> None:
+    async def me(http: httpx.AsyncClient) -> list[int]:
+        await http.post("/login", json={"user": "ann"})
+        return [(await http.get("/me")).status_code for _ in range(3)]
+
+    async def sizes(http: httpx.AsyncClient) -> list[int]:
+        return [(await http.get("/exams/1/leaderboard", params=params)).status_code
+                for params in ({"size": 100}, {"size": 101}, {"size": 0}, {"page": 0})]
+
+    assert call(redis_url, database, me, limit=2) == [200, 200, 429]
+    assert call(redis_url, database, sizes, limit=1000) == [200, 422, 422, 422]
