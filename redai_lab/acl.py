@@ -54,7 +54,9 @@ def new_password() -> str:
 def create_user(admin: redis.Redis, name: str, password: str, rules: Sequence[str]) -> None:
     """Create (or reset) user ``name``, enabled, with ``password`` (sent hashed) and ``rules``.
 
-    The rules of ``CONNECTING`` are added for the commands this server has.
+    The rules of ``CONNECTING`` are added for the commands this server has. Rules that would set
+    a password in clear or drop it (``>pw``, ``<pw``, ``nopass``, ``resetpass``), an empty password
+    and rules the server rejects are ``InvalidArgument``, one line, and no user is created.
     """
     _check_words("name", name)
     if not isinstance(password, str):
