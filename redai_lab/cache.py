@@ -659,7 +659,12 @@ class AsyncCache(_CacheBase):
     ) -> T:
         started = time.perf_counter()
         try:
-            value = await loader()
+            pending = loader()
+            if not inspect.isawaitable(pending):  # a sync loader: its value would meet a raw TypeError
+                raise InvalidArgumentType(
+                    f"AsyncCache's loader is an async function, not {loader!r}: wrap a blocking one as "
+                    f"lambda: asyncio.to_thread(load, ...).")
+            value = await pending
             store = self._loaded(key, token, value, ttl, negative_ttl, started)
         except BaseException:  # CancelledError too: a cancelled loader hands the lease back
             with self._foreign_data(key):

@@ -133,6 +133,21 @@ def test_a_client_of_the_other_kind_is_refused_in_one_line(r, redis_url) -> None
     asyncio.run(ar.aclose())
 
 
+def test_a_sync_loader_given_to_the_async_cache_is_refused_and_hands_back_the_lease(r, redis_url) -> None:
+    async def main() -> tuple[str, object]:
+        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        cache = AsyncCache(ar, "ac", wait_timeout=1)
+        with pytest.raises(InvalidArgumentType) as raised:
+            await cache.get_or_load("exam:7", lambda: "a value, not an awaitable")  # type: ignore[arg-type,return-value]
+        value = await cache.get_or_load("exam:7", lambda: asyncio.sleep(0, "loaded"))  # no wait for a lease
+        await ar.aclose()
+        return str(raised.value), value
+
+    text, value = asyncio.run(main())
+    assert "async function" in text and "\n" not in text
+    assert value == "loaded" and r.keys("*") == ["ac:exam:7"]
+
+
 def test_async_parameters_are_refused_in_one_line(redis_url) -> None:
     ar = redis.asyncio.Redis.from_url(redis_url)
     refused(InvalidArgument, lambda: AsyncRateLimiter(GCRA, ar, "", limit=1, period=1))
