@@ -305,6 +305,9 @@ end
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
   error({err = 'CORRUPT a lock key of another Redis type'})
 end
+if redis.call('PTTL', KEYS[1]) == -1 then
+  error({err = 'CORRUPT a lock key without a TTL (every holder expires: nobody would ever free this one)'})
+end
 return 0
 """
     # KEYS: lock. ARGV: token. Compare-and-delete: only the owner's token deletes.

@@ -19,7 +19,7 @@ from redai_lab.acl import create_user, permissions
 from redai_lab.cache import AsyncCache, Cache
 from redai_lab.errors import InvalidArgument, InvalidArgumentType, MissingFeatureError
 from redai_lab.features import has_command
-from redai_lab.locks import AsyncLock, Lock
+from redai_lab.locks import AsyncLock, Lock, LockDataError
 from redai_lab.ratelimit import GCRA, AsyncRateLimiter
 from redai_lab.semantic_cache import SemanticCache, SemanticCacheDataError
 from redai_lab.server import find_server_binary, start_local
@@ -146,6 +146,21 @@ def test_a_sync_loader_given_to_the_async_cache_is_refused_and_hands_back_the_le
     text, value = asyncio.run(main())
     assert "async function" in text and "\n" not in text
     assert value == "loaded" and r.keys("*") == ["ac:exam:7"]
+
+
+def test_a_lock_key_without_a_ttl_is_lock_data_error_not_a_wait_for_ever(r, redis_url) -> None:
+    r.set("{lock:job}", "a token whose TTL was removed (PERSIST)")
+
+    async def acquire() -> bool:
+        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            return await AsyncLock(ar, "job", timeout=None).acquire()
+        finally:
+            await ar.aclose()
+
+    assert "without a TTL" in refused(LockDataError, lambda: asyncio.run(acquire()))
+    assert "without a TTL" in refused(LockDataError, lambda: Lock(r, "job", timeout=None).acquire())
+    assert r.get("{lock:job}") == "a token whose TTL was removed (PERSIST)" and r.pttl("{lock:job}") == -1
 
 
 def test_async_parameters_are_refused_in_one_line(redis_url) -> None:
