@@ -62,7 +62,15 @@ from typing import Any, Generic, ParamSpec, TypeVar
 import redis
 import redis.asyncio
 
-from .errors import InvalidArgument, InvalidArgumentType, LabError, check_count, check_seconds, foreign_data
+from .errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    LabError,
+    check_client,
+    check_count,
+    check_seconds,
+    foreign_data,
+)
 from .serializers import JSON, Serializer
 
 P = ParamSpec("P")
@@ -218,6 +226,7 @@ class _CacheBase:
         serializer: Serializer = JSON,
         random: Callable[[], float] = _random.random,
     ) -> None:
+        check_client(type(self).__name__, client, asynchronous=isinstance(self, AsyncCache))
         if not isinstance(namespace, str) or not namespace or ":" in namespace:
             raise InvalidArgument(f"namespace must be a non-empty name without ':', got {namespace!r}")
         if not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
@@ -650,7 +659,12 @@ class AsyncCache(_CacheBase):
     ) -> T:
         started = time.perf_counter()
         try:
-            value = await loader()
+            pending = loader()
+            if not inspect.isawaitable(pending):  # a sync loader: its value would meet a raw TypeError
+                raise InvalidArgumentType(
+                    f"AsyncCache's loader is an async function, not {loader!r}: wrap a blocking one as "
+                    f"lambda: asyncio.to_thread(load, ...).")
+            value = await pending
             store = self._loaded(key, token, value, ttl, negative_ttl, started)
         except BaseException:  # CancelledError too: a cancelled loader hands the lease back
             with self._foreign_data(key):

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from numbers import Integral, Real
 
 import redis
+import redis.asyncio
 
 
 class LabError(Exception):
@@ -85,6 +86,17 @@ def check_count(label: str, value: object, *, minimum: int = 1, maximum: int = 2
     if int(value) > maximum:
         raise InvalidArgument(f"{label} must be a whole number <= {maximum}, not {value!r}.")
     return int(value)
+
+
+def check_client(owner: str, r: object, *, asynchronous: bool) -> None:
+    """A one-line ``InvalidArgumentType`` when ``r`` is a client of the other kind: a sync client
+    would answer an ``await`` with a TypeError, an async one a sync call with an unawaited coroutine."""
+    other = (redis.Redis, redis.RedisCluster) if asynchronous else (redis.asyncio.Redis, redis.asyncio.RedisCluster)
+    if isinstance(r, other):
+        wanted, instead = ("redis.asyncio", "Async") if asynchronous else ("redis", "the class without Async")
+        raise InvalidArgumentType(
+            f"{owner} needs a {wanted}.Redis client, not a {type(r).__module__}.{type(r).__name__}: pass one, "
+            f"or use {instead}.")
 
 
 def data_problem(exc: redis.ResponseError) -> str | None:

@@ -26,6 +26,8 @@ from importlib import resources
 
 import numpy as np
 
+from .errors import LabError
+
 SEED = 14
 YEARS = (2022, 2023, 2024, 2025)
 DIMENSIONS = 384  # all-MiniLM-L6-v2's
@@ -68,6 +70,10 @@ FORMS: dict[str, tuple[str, str, str]] = {
     "limits": ("What are the limits of {term}?", "Where does {term} stop working well?",
                "When does {term} fall short?"),
 }
+
+
+class ExamDataError(LabError):
+    """The committed embeddings file does not match the generator's texts."""
 
 
 @dataclass(frozen=True)
@@ -121,9 +127,9 @@ def questions() -> tuple[Question, ...]:
     return tuple(made)
 
 
-@cache
 def exams() -> tuple[dict[str, object], ...]:
-    """One exam per subject and year: the subject's questions of that year (JSON-ready dicts)."""
+    """One exam per subject and year: the subject's questions of that year (JSON-ready dicts,
+    new ones each call: a caller may change them)."""
     made: list[dict[str, object]] = []
     for subject in SUBJECTS:
         for year in YEARS:
@@ -178,20 +184,26 @@ def all_texts() -> tuple[str, ...]:
     return tuple(dict.fromkeys(texts + [p.text for p in probes()]))
 
 
-@cache
 def embeddings() -> dict[str, np.ndarray]:
     """Each of ``all_texts()`` -> its all-MiniLM-L6-v2 embedding (float32, unit length).
 
-    A one-line error when the committed file does not match the generator (run
-    ``scripts/make_embeddings.py`` again after changing the tables above).
+    A new dict each call; the vectors are shared and read-only (``v /= 2`` raises rather than
+    changing every later caller's). ``ExamDataError`` when the committed file does not match the
+    generator (run ``scripts/make_embeddings.py`` again after changing the tables above).
     """
+    return dict(_embeddings())
+
+
+@cache
+def _embeddings() -> dict[str, np.ndarray]:
     with resources.files("redai_lab.data").joinpath(EMBEDDINGS_FILE).open("rb") as stream:
-        data = np.load(stream)
+        data = np.load(stream, allow_pickle=False)  # the file holds arrays only: never unpickle
         texts, vectors = [str(t) for t in data["texts"]], data["vectors"].astype(np.float32)
     if tuple(texts) != all_texts() or vectors.shape != (len(texts), DIMENSIONS):
-        raise RuntimeError(
+        raise ExamDataError(
             f"redai_lab/data/{EMBEDDINGS_FILE} does not match redai_lab/exam_data.py's texts: run "
             f"scripts/make_embeddings.py (it needs the optional extra: pip install -e '.[embeddings]')."
         )
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # float16 rounding moved them off 1
+    vectors.flags.writeable = False  # the rows below are views of it: read-only too
     return dict(zip(texts, vectors))

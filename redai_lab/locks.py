@@ -41,7 +41,15 @@ from typing import TYPE_CHECKING, Any
 import redis
 import redis.asyncio
 
-from .errors import InvalidArgument, InvalidArgumentType, LabError, check_count, check_seconds, foreign_data
+from .errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    LabError,
+    check_client,
+    check_count,
+    check_seconds,
+    foreign_data,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -145,6 +153,7 @@ class _Lease:
         ``timeout`` (seconds; ``...``: the constructor's; None waits for ever) is measured on
         ``time.monotonic()``, and False comes only once it has fully passed.
         """
+        check_client(type(self).__name__, self.r, asynchronous=False)  # AsyncLock awaits it instead
         self._check_not_held()
         waiting = _Waiting(blocking, self.timeout if timeout is ... else _check_timeout(timeout))
         token = secrets.token_hex(16)  # 128 random bits: no other holder can guess or repeat it
@@ -295,6 +304,9 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
   error({err = 'CORRUPT a lock key of another Redis type'})
+end
+if redis.call('PTTL', KEYS[1]) == -1 then
+  error({err = 'CORRUPT a lock key without a TTL (every holder expires: nobody would ever free this one)'})
 end
 return 0
 """
@@ -477,6 +489,7 @@ class AsyncLock:
     """
 
     def __init__(self, r: redis.asyncio.Redis, name: str, *, ttl: float = 10.0, timeout: float | None = 10.0) -> None:
+        check_client("AsyncLock", r, asynchronous=True)
         # The sync Lock does everything but the I/O (its constructor only registers the scripts).
         self.lock = Lock(r, name, ttl=ttl, timeout=timeout)
         self.r = r

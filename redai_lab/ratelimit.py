@@ -51,7 +51,15 @@ from typing import Any, ClassVar
 import redis
 import redis.asyncio
 
-from .errors import InvalidArgument, InvalidArgumentType, LabError, check_count, check_seconds, foreign_data
+from .errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    LabError,
+    check_client,
+    check_count,
+    check_seconds,
+    foreign_data,
+)
 
 __all__ = [
     "GCRA",
@@ -181,6 +189,7 @@ class RateLimiter:
         traffic and for lessons, never in production, where client clocks disagree. Keys
         written on a simulated clock live a minute longer than their TTL.
         """
+        check_client(type(self).__name__, self.r, asynchronous=False)  # AsyncRateLimiter awaits it instead
         call = self._call(identity, cost, now)
         with self._foreign(identity):
             return self._result(self._script(**call))
@@ -388,6 +397,7 @@ class AsyncRateLimiter:
     ) -> None:
         if not (isinstance(algorithm, type) and issubclass(algorithm, RateLimiter) and algorithm is not RateLimiter):
             raise InvalidArgumentType(f"algorithm is one of the five limiter classes (e.g. GCRA), not {algorithm!r}.")
+        check_client("AsyncRateLimiter", r, asynchronous=True)
         # The sync class does everything but the I/O: its constructor only registers the script.
         self.limiter = algorithm(r, name, limit=limit, period=period)
         self.r = r

@@ -33,7 +33,8 @@ as text.
 Commands: VADD O(log n) (HNSW insertion), VSIM O(log n), VREM O(log n), HSET/HMGET O(1) per
 field, DEL/UNLINK O(1) per key. Data written by someone else under the cache's keys (another
 type, a hash without an answer, vectors of another dimension) gives ``SemanticCacheDataError``,
-one line.
+one line; a server without vector sets ``MissingFeatureError``. The client may decode responses
+or not.
 """
 
 from __future__ import annotations
@@ -47,10 +48,20 @@ from dataclasses import dataclass
 
 import redis
 
-from .errors import InvalidArgument, InvalidArgumentType, LabError, check_count, check_seconds, foreign_data
+from .errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    LabError,
+    MissingFeatureError,
+    check_count,
+    check_seconds,
+    foreign_data,
+)
 
 QUANTISATIONS = ("NOQUANT", "Q8", "BIN")
 MAX_DISTANCE = 2.0  # cosine distance between opposite vectors
+MAX_FLOAT32 = 3.4028234663852886e38  # the largest finite float32: vectors travel as FP32
+GLOB_SPECIAL = str.maketrans({c: "\\" + c for c in "*?[]\\"})  # SCAN MATCH's metacharacters
 
 
 class SemanticCacheDataError(LabError):
@@ -144,17 +155,19 @@ class SemanticCache:
             pipe.hmget(f"{self.name}:entry:{element}", "question", "answer")
         with self._own_data():
             entries = pipe.execute()
-        expired = [element for (element, _), (cached, _) in zip(near, entries) if cached is None]
+        expired = [element for (element, _), (cached, answer) in zip(near, entries) if cached is None and answer is None]
         if expired:  # their hashes expired or were deleted: the vectors go too
             self._remove_elements(expired)
         for (element, distance), (cached, answer) in zip(near, entries):
-            if cached is None:
+            if cached is None and answer is None:
                 continue
-            if answer is None:
+            if cached is None or answer is None:  # the cache writes both fields in one HSET
+                missing = "question" if cached is None else "answer"
                 raise SemanticCacheDataError(
-                    f"{self.name}:entry:{element} has no answer field: the cache did not write it. Delete it, or "
-                    f"give the cache a name of its own.")
-            return SemanticHit(answer=answer, question=cached, distance=distance)
+                    f"{self.name}:entry:{element} has no {missing} field: the cache did not write it. Delete it, "
+                    f"or give the cache a name of its own.")
+            with self._own_data():  # a client without decode_responses: bytes, which must be UTF-8
+                return SemanticHit(answer=_text(answer), question=_text(cached), distance=distance)
         return None
 
     def invalidate(self, question: str) -> bool:
@@ -184,7 +197,8 @@ class SemanticCache:
 
     def clear(self) -> int:
         """Delete every entry and the vector set; how many keys were removed."""
-        keys = [self.vectors_key, *self.r.scan_iter(match=f"{self.name}:entry:*", count=1000)]
+        # The name escaped: a cache named "a*" must not match cache "ab"'s keys.
+        keys = [self.vectors_key, *self.r.scan_iter(match=f"{self.name.translate(GLOB_SPECIAL)}:entry:*", count=1000)]
         return sum(int(self.r.unlink(*keys[i:i + 1000])) for i in range(0, len(keys), 1000))  # type: ignore[misc]
 
     def __len__(self) -> int:
@@ -200,6 +214,9 @@ class SemanticCache:
         if not vector or not all(math.isfinite(x) for x in vector) or not any(vector):
             raise InvalidArgument(f"embed({question!r}) returned an empty, zero or non-finite vector: no direction "
                                   f"to compare by cosine.")
+        if any(abs(x) > MAX_FLOAT32 for x in vector):
+            raise InvalidArgument(f"embed({question!r}) returned a number beyond float32's range: normalise the "
+                                  f"vector (cosine ignores its length).")
         return vector
 
     def _nearest(self, vector: list[float], count: int) -> list[tuple[str, float]]:
@@ -211,7 +228,8 @@ class SemanticCache:
             pairs = list(reply.items())
         else:
             pairs = list(zip(reply[::2], reply[1::2]))
-        return [(str(element), max(0.0, 2 * (1 - float(similarity)))) for element, similarity in pairs]
+        with self._own_data():
+            return [(_text(element), max(0.0, 2 * (1 - float(similarity)))) for element, similarity in pairs]
 
     def _remove_elements(self, elements: list[str]) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -233,6 +251,10 @@ class SemanticCache:
                 raise SemanticCacheDataError(
                     f"Semantic cache {self.name!r} holds vectors of another size ({detail}): embed with the model "
                     f"that filled it, or clear() it first.") from None
+            if detail.removeprefix("ERR ").startswith("unknown command"):
+                raise MissingFeatureError(
+                    "This server has no vector sets (VADD, VSIM: Redis 8 or the vectorset module): the semantic "
+                    "cache needs them.") from None
             if "quantization mismatch" in detail:
                 raise SemanticCacheDataError(
                     f"Semantic cache {self.name!r} holds vectors quantised otherwise than {self.quantisation} "
@@ -248,6 +270,11 @@ def _float32(vector: list[float]) -> bytes:
 def _element(question: str) -> str:
     """The vector set's element for ``question``: a digest, so any text makes a short, safe name."""
     return hashlib.sha256(question.encode()).hexdigest()[:32]
+
+
+def _text(value: str | bytes) -> str:
+    """A reply as text, whether or not the client decodes responses (UnicodeDecodeError if not UTF-8)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _check_text(label: str, value: object) -> str:

@@ -28,6 +28,7 @@ trusts the user name it is given.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,16 +40,22 @@ import httpx
 import redis
 import redis.asyncio
 import sqlalchemy as sa
-from fastapi import Cookie, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Cookie, Depends, FastAPI, HTTPException, Path, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .cache import AsyncCache
+from .errors import LabError
 from .leaderboard import Leaderboard
 from .ratelimit import GCRA, AsyncRateLimiter
 from .sessions import SessionNotFound, SessionStore
 
 SESSION_COOKIE = "session"
 CLIENT_NAME = "exam-service"  # CLIENT LIST shows the service's connections under this name
+OUTAGE_RETRY_AFTER = 5  # seconds a client is asked to wait when Redis cannot be reached
+MAX_EXAM_ID = 2**63 - 1  # SQLite's largest INTEGER: a larger id is a 422, not an overflow
+
+log = logging.getLogger(__name__)
 
 
 class ExamDatabase:
@@ -109,7 +116,7 @@ class Rename(BaseModel):
 
 
 class Score(BaseModel):
-    score: int = Field(ge=0, le=1000)
+    score: int = Field(ge=0, le=1000, strict=True)  # strict: true, "87" and 87.0 are no scores
 
 
 def services(request: Request) -> Services:
@@ -118,6 +125,7 @@ def services(request: Request) -> Services:
 
 
 Deps = Annotated[Services, Depends(services)]
+ExamId = Annotated[int, Path(ge=1, le=MAX_EXAM_ID)]
 
 
 async def current_user(deps: Deps, session: Annotated[str | None, Cookie()] = None) -> str | None:
@@ -183,16 +191,37 @@ def create_app(
 
     limited = [Depends(rate_limited)]
 
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def redis_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # One line in the log, never the exception's text: nothing of the request (its cookie) in it.
+        log.warning("%s %s: Redis unavailable (%s)", request.method, request.url.path, type(exc).__name__)
+        return JSONResponse({"detail": "Service temporarily unavailable: retry later."}, status_code=503,
+                            headers={"Retry-After": str(OUTAGE_RETRY_AFTER)})
+
+    @app.exception_handler(LabError)
+    async def damaged_data(request: Request, exc: LabError) -> JSONResponse:
+        # The lab's errors are one line naming the key (a session id only by its first characters);
+        # the client learns nothing of the keys.
+        log.error("%s %s: %s", request.method, request.url.path, exc)
+        return JSONResponse({"detail": "Internal error: see the service's log."}, status_code=500)
+
     @app.post("/login")
-    async def login(body: Login, response: Response, deps: Deps) -> dict[str, str]:
+    async def login(
+        body: Login, response: Response, deps: Deps, session: Annotated[str | None, Cookie()] = None
+    ) -> dict[str, str]:
+        # Always a new id, and the one the browser had ends: an id planted before login (session
+        # fixation) or a previous user's never carries the new login.
+        if session is not None:
+            await asyncio.to_thread(_end, deps.sessions, session)
         session_id = await asyncio.to_thread(deps.sessions.create, user_id=body.user)
         response.set_cookie(SESSION_COOKIE, session_id, httponly=True, secure=secure_cookies, samesite="lax")
         return {"user": body.user}
 
     @app.post("/logout", dependencies=limited)
     async def logout(response: Response, deps: Deps, session: Annotated[str | None, Cookie()] = None) -> dict[str, bool]:
-        ended = session is not None and await asyncio.to_thread(deps.sessions.logout, session)
-        response.delete_cookie(SESSION_COOKIE)
+        ended = session is not None and await asyncio.to_thread(_end, deps.sessions, session)
+        response.delete_cookie(SESSION_COOKIE, httponly=True, secure=secure_cookies, samesite="lax")
         return {"ended": ended}
 
     @app.get("/me", dependencies=limited)
@@ -200,21 +229,21 @@ def create_app(
         return {"user": user}
 
     @app.get("/exams/{exam_id}", dependencies=limited)
-    async def exam(exam_id: int, deps: Deps) -> dict[str, Any]:
+    async def exam(exam_id: ExamId, deps: Deps) -> dict[str, Any]:
         found = await deps.cache.get_or_load(f"exam:{exam_id}", _in_thread(database.exam, exam_id))
         if found is None:
             raise HTTPException(404, f"No exam {exam_id}.")
         return found  # type: ignore[no-any-return]
 
     @app.put("/exams/{exam_id}", dependencies=limited)
-    async def rename(exam_id: int, body: Rename, deps: Deps) -> dict[str, Any]:
+    async def rename(exam_id: ExamId, body: Rename, deps: Deps) -> dict[str, Any]:
         if not await asyncio.to_thread(database.rename, exam_id, body.title):
             raise HTTPException(404, f"No exam {exam_id}.")
         await deps.cache.invalidate(f"exam:{exam_id}")  # after the database changed
         return {"id": exam_id, "title": body.title}
 
     @app.post("/exams/{exam_id}/scores", dependencies=limited)
-    async def submit(exam_id: int, body: Score, deps: Deps, user: Annotated[str, Depends(logged_in)]) -> dict[str, Any]:
+    async def submit(exam_id: ExamId, body: Score, deps: Deps, user: Annotated[str, Depends(logged_in)]) -> dict[str, Any]:
         board = Leaderboard(deps.sync_redis, f"board:exam:{exam_id}")
         await asyncio.to_thread(board.add, {user: body.score}, keep_best=True)
         entry = await asyncio.to_thread(board.rank, user)
@@ -222,7 +251,7 @@ def create_app(
         return {"user": user, "best": entry.score, "rank": entry.rank}
 
     @app.get("/exams/{exam_id}/leaderboard", dependencies=limited)
-    async def leaderboard(exam_id: int, deps: Deps, page: int = 1, size: int = 10) -> dict[str, Any]:
+    async def leaderboard(exam_id: ExamId, deps: Deps, page: int = 1, size: int = 10) -> dict[str, Any]:
         if page < 1 or not 1 <= size <= 100:
             raise HTTPException(422, "page >= 1 and 1 <= size <= 100.")
         board = Leaderboard(deps.sync_redis, f"board:exam:{exam_id}")
@@ -233,6 +262,14 @@ def create_app(
         }
 
     return app
+
+
+def _end(sessions: SessionStore, session_id: str) -> bool:
+    """End a session; False when the id is unknown, malformed or already ended."""
+    try:
+        return sessions.logout(session_id)
+    except SessionNotFound:
+        return False
 
 
 def _in_thread(query: Callable[[int], Any], exam_id: int) -> Callable[[], Awaitable[Any]]:

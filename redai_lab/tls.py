@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .errors import ServerStartError
-from .server import RedisServer, ServerBinary, free_port, find_server_binary, start_local
+from .server import RedisServer, ServerBinary, find_server_binary, free_port, start_local
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
@@ -126,9 +127,13 @@ def _write_cert(path: Path, cert: x509.Certificate) -> Path:
 
 def _write_pair(directory: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> KeyPair:
     key_path = directory / f"{name}.key"
-    key_path.touch(mode=0o600)  # a private key readable by its owner only, from its first byte
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    # Readable by its owner only, from its first byte; and a file left by an earlier run (made
+    # with other permissions) is made private before the new key goes into it.
+    descriptor = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as stream:
+        os.fchmod(stream.fileno(), 0o600)
+        stream.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
     return KeyPair(_write_cert(directory / f"{name}.crt", cert), key_path)
 
 

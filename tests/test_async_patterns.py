@@ -240,6 +240,77 @@ def test_foreign_data_gets_each_modules_own_error(r, redis_url) -> None:
     assert r.lrange("t:exam:7", 0, -1) == ["a list"]  # nothing foreign is changed
 
 
+def test_an_invalidation_during_a_load_rejects_the_loaders_stale_write(r, redis_url) -> None:
+    async def main() -> tuple[Any, Any, int, int]:
+        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        cache = AsyncCache(ar, "t")
+        started, proceed = asyncio.Event(), asyncio.Event()
+
+        async def old() -> str:  # read from the database before it changed
+            started.set()
+            await proceed.wait()
+            return "old title"
+
+        loading = asyncio.create_task(cache.get_or_load("exam:7", old))
+        await started.wait()
+        deleted = await cache.invalidate("exam:7")  # the database changed meanwhile
+        proceed.set()
+        value = await loading
+        cached = await cache.get("exam:7")
+        await ar.aclose()
+        return value, cached, deleted, cache.stats.rejected_writes
+
+    # The loader's caller gets what it read; Redis does not keep it: its lease ended with the invalidation.
+    assert asyncio.run(main()) == ("old title", None, 0, 1)
+    assert r.keys("*") == []
+
+
+def test_a_loads_ttl_and_negative_ttl_are_the_ones_given(r, redis_url) -> None:
+    async def main() -> None:
+        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        cache = AsyncCache(ar, "t", ttl=300, negative_ttl=200)
+        await cache.get_or_load("exam:7", _loaded, ttl=7)
+        await cache.get_or_load("exam:8", _nothing, negative_ttl=3)
+        await cache.get_or_load("exam:9", _nothing)
+        await ar.aclose()
+
+    asyncio.run(main())
+    assert 6_000 < r.pttl("t:exam:7") <= 7_000
+    assert 2_000 < r.pttl("t:exam:8") <= 3_000
+    assert 199_000 < r.pttl("t:exam:9") <= 200_000
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.__name__)
+def test_an_async_hit_counts_its_cost(redis_url, algorithm) -> None:
+    async def main() -> list[bool]:
+        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        limiter = AsyncRateLimiter(algorithm, ar, "cost", limit=5, period=60)
+        answers = [(await limiter.hit("user:1", cost)).allowed for cost in (3, 3, 2, 1)]
+        await ar.aclose()
+        return answers
+
+    assert asyncio.run(main()) == [True, False, True, False]
+
+
+def test_an_async_lock_that_expired_is_not_released_and_extend_sets_the_ttl_given(r, redis_url) -> None:
+    async def main() -> None:
+        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        lock = AsyncLock(ar, "job", ttl=0.05, timeout=0)
+        assert await lock.acquire()
+        await asyncio.sleep(0.1)  # expired: another task takes it
+        other = AsyncLock(ar, "job", ttl=30, timeout=0)
+        assert await other.acquire()
+        with pytest.raises(LockNotOwnedError):
+            await lock.release()
+        assert await ar.exists("{lock:job}") == 1  # the other holder's lock is untouched
+        await other.extend(60)
+        assert 59_000 < await ar.pttl("{lock:job}") <= 60_000
+        await other.release()
+        await ar.aclose()
+
+    asyncio.run(main())
+
+
 # -- cancellation ---------------------------------------------------------------------------
 
 
@@ -331,3 +402,7 @@ def test_misuse_of_the_async_classes_is_one_clear_error(redis_url) -> None:
     with pytest.raises(ValueError, match="non-empty"):
         AsyncLock(ar, "")
 
+
+
+async def _nothing() -> None:
+    return None  # "not found": a negative result

@@ -114,6 +114,9 @@ def test_invalidate_similar_removes_what_is_within_and_nothing_else(vr) -> None:
     assert len(cache) == 2
     assert cache.lookup("Explain UDP.", distance_threshold=0.01).answer == "explain udp."
     assert cache.invalidate_similar("Explain NTP.", within=0.5) == 0
+    cache.clear()
+    cache.store("Explain TCP.", "tcp")
+    assert cache.invalidate_similar("Explain NTP.", within=2.0) == 1  # inclusive: opposite is exactly 2
 
 
 def test_clear_removes_the_cache_and_only_it(vr) -> None:
@@ -288,3 +291,18 @@ def test_the_dataset_is_fixed_and_every_text_has_its_unit_embedding() -> None:
     # The model's meaning, not chance: every paraphrase is nearer its cached question than a random pair is.
     paraphrases = [1 - float(vectors[p.text] @ vectors[p.cached]) for p in probes if p.paraphrase]
     assert max(paraphrases) < 0.5 < 1 - float(vectors[questions[0].text] @ vectors[questions[200].text])
+
+
+def test_what_the_dataset_hands_out_cannot_change_what_the_next_caller_gets() -> None:
+    from redai_lab import exam_data
+
+    vectors = exam_data.embeddings()
+    first = next(iter(vectors))
+    with pytest.raises(ValueError, match="read-only"):
+        vectors[first] *= 2  # a caller "normalising" in place
+    vectors.clear()
+    exams = exam_data.exams()
+    exams[0]["title"] = "changed"
+    assert len(exam_data.embeddings()) == len(exam_data.all_texts())
+    assert abs(float(exam_data.embeddings()[first] @ exam_data.embeddings()[first]) - 1) < 1e-5
+    assert exam_data.exams()[0]["title"] == "Algorithms final 2022"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -144,3 +145,13 @@ def test_openssl_agrees_the_server_certificate_is_signed_by_the_ca(certificates:
     openssl = subprocess.run(["openssl", "verify", "-CAfile", str(certificates.ca), str(certificates.server.cert)],
                              capture_output=True, text=True, timeout=30, check=False)
     assert openssl.stdout.strip().endswith(": OK")
+
+
+def test_private_keys_are_private_even_over_files_left_readable(tmp_path: Path) -> None:
+    for name in ("server", "client", "expired-server"):
+        (tmp_path / f"{name}.key").write_text("an earlier run's key")
+        (tmp_path / f"{name}.key").chmod(0o644)
+    made = make_certificates(tmp_path)
+    for pair in (made.server, made.client, made.expired_server):
+        assert stat.S_IMODE(pair.key.stat().st_mode) == 0o600
+        assert pair.key.read_text().startswith("-----BEGIN PRIVATE KEY-----")

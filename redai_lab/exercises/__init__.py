@@ -158,11 +158,9 @@ def call(function: Callable[..., Any], r: redis.Redis, args: Sequence[Any]) -> A
     kernel already runs a loop, and an async client belongs to the loop it was made in)."""
     if not inspect.iscoroutinefunction(function):
         return function(r, *args)
-    settings = r.connection_pool.connection_kwargs
-    same = ("host", "port", "db", "username", "password", "decode_responses", "socket_timeout")
 
     async def run() -> Any:
-        client = redis.asyncio.Redis(**{name: settings[name] for name in same if name in settings})
+        client = _async_twin(r)
         try:
             return await function(client, *args)
         finally:
@@ -176,12 +174,28 @@ def call(function: Callable[..., Any], r: redis.Redis, args: Sequence[Any]) -> A
         except BaseException as exc:  # noqa: BLE001  (re-raised in the caller's thread)
             outcome["error"] = exc
 
-    worker = threading.Thread(target=thread, name="exercise")
+    worker = threading.Thread(target=thread, name="exercise", daemon=True)  # an interrupted kernel can exit
     worker.start()
     worker.join()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _async_twin(r: redis.Redis) -> redis.asyncio.Redis:
+    """A ``redis.asyncio`` client on ``r``'s server and database, over the same transport: TCP,
+    TLS (with ``r``'s certificates) or a Unix socket."""
+    pool = r.connection_pool
+    settings = dict(pool.connection_kwargs)
+    same = {"host", "port", "db", "username", "password", "decode_responses", "socket_timeout",
+            "socket_connect_timeout"}
+    if issubclass(pool.connection_class, redis.connection.UnixDomainSocketConnection):
+        settings["unix_socket_path"] = settings.pop("path")
+        same.add("unix_socket_path")
+    if issubclass(pool.connection_class, redis.connection.SSLConnection):
+        settings["ssl"] = True
+        same |= {name for name in inspect.signature(redis.asyncio.Redis).parameters if name.startswith("ssl")}
+    return redis.asyncio.Redis(**{name: value for name, value in settings.items() if name in same})
 
 
 def clear(r: redis.Redis, prefix: str) -> None:
