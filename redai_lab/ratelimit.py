@@ -27,7 +27,8 @@ Design (the same for all five):
   in one atomic step, so concurrent clients can never both see "one left".
 * The script reads ``TIME``: the server's clock decides, so clients with skewed clocks agree.
 * Each identity has one key, ``{rl:<name>:<identity>}:<algorithm>``; the hash tag keeps every
-  key of one identity in one Cluster slot. Every write sets a TTL: nothing outlives its use.
+  key of one identity in one Cluster slot. Every key has a TTL (set again only when it moves:
+  the fixed windows keep theirs until the window ends): nothing outlives its use.
 * ``cost`` above ``limit`` can never be admitted: the check answers ``allowed=False`` with
   ``retry_after=math.inf`` (an HTTP service answers 413 or 429 without ``Retry-After``) and
   consumes nothing.
@@ -232,13 +233,19 @@ local start = now - now % period
 local reset = start + period - now
 local state = redis.call('HMGET', KEYS[1], 'window', 'count')
 local used = 0
-if stored(state[1]) == start then used = stored(state[2]) or 0 end
+local same_window = stored(state[1]) == start
+if same_window then used = stored(state[2]) or 0 end
 if cost > limit then return {0, limit - used, -1, reset} end
 if used + cost > limit then return {0, limit - used, reset, reset} end
--- The window's start is stored with its count: a count from an older window never leaks in,
--- even in the microseconds between the window's end and the key's expiry.
-redis.call('HSET', KEYS[1], 'window', num(start), 'count', num(used + cost))
-redis.call('PEXPIRE', KEYS[1], ms(reset))
+if same_window then
+  -- the window's first write set the expiry (its end): one command less on the hot path
+  redis.call('HSET', KEYS[1], 'count', num(used + cost))
+else
+  -- The window's start is stored with its count: a count from an older window never leaks
+  -- in, even in the microseconds between the window's end and the key's expiry.
+  redis.call('HSET', KEYS[1], 'window', num(start), 'count', num(used + cost))
+  redis.call('PEXPIRE', KEYS[1], ms(reset))
+end
 return {1, limit - used - cost, 0, reset}
 """
 
@@ -312,9 +319,14 @@ if used + cost > limit then
   end
   return {0, math.floor(limit - used), math.max(1, retry), reset_after(current, previous)}
 end
-redis.call('HSET', KEYS[1], 'window', num(start), 'current', num(current + cost), 'previous', num(previous))
--- this window's count matters until the end of the next one
-redis.call('PEXPIRE', KEYS[1], ms(start + 2 * period - now))
+if window == start then
+  -- the window's first write set the expiry: one command less on the hot path
+  redis.call('HSET', KEYS[1], 'current', num(current + cost))
+else
+  redis.call('HSET', KEYS[1], 'window', num(start), 'current', num(current + cost), 'previous', num(previous))
+  -- this window's count matters until the end of the next one
+  redis.call('PEXPIRE', KEYS[1], ms(start + 2 * period - now))
+end
 return {1, math.floor(limit - used - cost), 0, reset_after(current + cost, previous)}
 """
 
