@@ -16,7 +16,9 @@
   fencing, so sync and async holders exclude each other.
 
 Blocking acquires wait with exponential backoff and jitter until a deadline on
-``time.monotonic()``. Every acquire attempt, release and extend is one round trip (``EVALSHA``).
+``time.monotonic()``; a ``Lock``'s waiters block on a wake-up list (BLPOP) for that pause, and
+a release wakes the longest waiter at once (python-redis-lock's idea), so waits stay short
+and bounded under contention. Every acquire attempt, release and extend is one round trip (``EVALSHA``).
 
 A key holding what this module did not write (another type, a fencing counter or token that is
 no number) answers ``LockDataError`` before anything is written; TTLs and timeouts must be
@@ -29,7 +31,6 @@ after a failover the new primary may not know a lock was taken. See the lesson
 
 from __future__ import annotations
 
-import asyncio
 import random
 import secrets
 import threading
@@ -85,6 +86,9 @@ class StaleTokenError(LockError):
 # step, and never spin.
 BACKOFF_FIRST = 0.002
 BACKOFF_MAX = 0.1
+# How long a waiter's flag stays up after its last attempt (longer than BACKOFF_MAX): while it
+# is, a release pushes a wake-up.
+WAITER_FLAG_MS = 1000
 _jitter = random.SystemRandom()  # from os.urandom: forked processes do not share a sequence
 
 
@@ -139,6 +143,10 @@ class _Lease:
     def _extend(self, token: str, ttl_ms: int) -> bool:
         raise NotImplementedError
 
+    def _wait(self, pause: float) -> None:
+        """Wait up to ``pause`` seconds before the next attempt (``Lock`` wakes on a release)."""
+        time.sleep(pause)
+
     def acquire(self, *, blocking: bool = True, timeout: float | None | EllipsisType = ...) -> bool:
         """Take it: True once held, False when not free (``blocking=False``) or at the deadline.
 
@@ -152,7 +160,7 @@ class _Lease:
             pause = waiting.pause()
             if pause is None:
                 return False
-            time.sleep(pause)
+            self._wait(pause)
         self.token = token
         if self.auto_renew:
             self._start_renewing(token)
@@ -282,9 +290,11 @@ class Lock(_Lease):
 
     kind = "lock"
 
-    # KEYS: lock, fencing counter. ARGV: token, ttl (ms). Returns the fencing token, 0 when taken.
-    # A counter that is no number, or a lock key of another type (which would look taken for
-    # ever), stops the script before anything is written.
+    # KEYS: lock, fencing counter, waiters' flag. ARGV: token, ttl (ms), whether the caller will
+    # wait. Returns the fencing token, 0 when taken (a caller that will wait raises the waiters'
+    # flag, for WAITER_FLAG_MS, so the holder's release wakes it). A counter that is no number, or
+    # a lock key of another type (which would look taken for ever), stops the script before
+    # anything is written.
     ACQUIRE = """
 local fence = redis.call('GET', KEYS[2])
 if fence and not string.match(fence, '^%d+$') then
@@ -296,12 +306,22 @@ end
 if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then
   error({err = 'CORRUPT a lock key of another Redis type'})
 end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[3], '1', 'PX', '""" + str(WAITER_FLAG_MS) + """')
+end
 return 0
 """
-    # KEYS: lock. ARGV: token. Compare-and-delete: only the owner's token deletes.
+    # KEYS: lock, waiters' flag, wake-up list. ARGV: token. Compare-and-delete: only the owner's
+    # token deletes. With waiters about, one wake-up is pushed: BLPOP serves its blocked clients
+    # first come, first served, so the longest waiter tries first (at most one is pending).
     RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('LLEN', KEYS[3]) == 0 then
+  redis.call('RPUSH', KEYS[3], '1')
+  redis.call('PEXPIRE', KEYS[3], '""" + str(WAITER_FLAG_MS) + """')
+end
+return 1
 """
     # KEYS: lock. ARGV: token, ttl (ms). Compare-and-pexpire.
     EXTEND = """
@@ -318,16 +338,38 @@ return 0
         # The fencing counter has no TTL on purpose: if it expired, tokens would start again at 1
         # and every new holder would look stale. Same hash tag: one Cluster slot, one script.
         self.fence_key = f"{{lock:{name}}}:fence"
+        # Waiters raise a flag (with a TTL) and block on the wake-up list; a release pushes one
+        # wake-up when the flag is up, so a waiter tries as soon as the lock is free.
+        self.waiters_key = f"{{lock:{name}}}:waiters"
+        self.wake_key = f"{{lock:{name}}}:wake"
         self.fencing_token: int | None = None
+        self._will_wait = True
         self._acquire_script = r.register_script(self.ACQUIRE)
         self._release_script = r.register_script(self.RELEASE)
         self._extend_script = r.register_script(self.EXTEND)
 
     def _try_acquire(self, token: str) -> bool:
-        return self._acquired(self._acquire_script(**self._acquire_call(token)))
+        return self._acquired(self._acquire_script(**self._acquire_call(token, self._will_wait)))
 
-    def _acquire_call(self, token: str) -> dict[str, list[Any]]:
-        return {"keys": [self.key, self.fence_key], "args": [token, _ms(self.ttl)]}
+    def _acquire_call(self, token: str, will_wait: bool) -> dict[str, list[Any]]:
+        return {"keys": [self.key, self.fence_key, self.waiters_key], "args": [token, _ms(self.ttl), int(will_wait)]}
+
+    def _release_call(self, token: str) -> dict[str, list[Any]]:
+        return {"keys": [self.key, self.waiters_key, self.wake_key], "args": [token]}
+
+    def _wait(self, pause: float) -> None:
+        # Woken by a release (first come, first served) or after the pause, whichever is first.
+        # (a timeout under 1 ms would be 0 to Redis: block for ever)
+        self.r.blpop([self.wake_key], timeout=max(pause, 0.001))
+
+    def acquire(self, *, blocking: bool = True, timeout: float | None | EllipsisType = ...) -> bool:
+        """Take it: True once held, False when not free (``blocking=False``) or at the deadline.
+
+        A waiting caller blocks on the lock's wake-up list (BLPOP, at most the backoff's pause):
+        the holder's release wakes the longest waiter at once, instead of waiters sleeping blind.
+        """
+        self._will_wait = blocking
+        return super().acquire(blocking=blocking, timeout=timeout)
 
     def _acquired(self, reply: int) -> bool:
         """Whether the acquire script's reply means "held"; keeps its fencing token."""
@@ -337,7 +379,7 @@ return 0
         return bool(fence)
 
     def _release(self, token: str) -> bool:
-        return bool(self._release_script(keys=[self.key], args=[token]))
+        return bool(self._release_script(**self._release_call(token)))
 
     def _extend(self, token: str, ttl_ms: int) -> bool:
         return bool(self._extend_script(keys=[self.key], args=[token, ttl_ms]))
@@ -470,7 +512,8 @@ class AsyncLock:
         async with AsyncLock(ar, "report:daily", ttl=30, timeout=5) as lock:   # LockTimeoutError
             await write(result, lock.fencing_token)
 
-    A waiting acquire sleeps with ``asyncio.sleep``: the event loop serves other tasks meanwhile.
+    A waiting acquire awaits BLPOP on the lock's wake-up list, as ``Lock`` blocks on it: the event
+    loop serves other tasks meanwhile.
     A task cancelled inside ``async with`` releases the lock on its way out. A task cancelled
     *during* an acquire may have taken the lock without learning its token: nobody can release
     it, and it frees itself after ``ttl``. No auto-renewal: ``await lock.extend()`` from the work.
@@ -501,12 +544,12 @@ class AsyncLock:
         token = secrets.token_hex(16)
         while True:
             with lock._foreign():
-                if lock._acquired(await lock._acquire_script(**lock._acquire_call(token))):
+                if lock._acquired(await lock._acquire_script(**lock._acquire_call(token, blocking))):
                     break
             pause = waiting.pause()
             if pause is None:
                 return False
-            await asyncio.sleep(pause)
+            await self.r.blpop([lock.wake_key], timeout=max(pause, 0.001))  # woken by a release, as Lock
         lock.token = token
         return True
 
@@ -516,7 +559,7 @@ class AsyncLock:
         token = lock._held_token()
         lock.token = None
         with lock._foreign():
-            released = await lock._release_script(keys=[lock.key], args=[token])
+            released = await lock._release_script(**lock._release_call(token))
         if not released:
             raise LockNotOwnedError(lock._lost())
 

@@ -39,7 +39,7 @@ from .bench import Bench
 from .cache import Cache
 from .lesson import Lesson
 from .locks import Lock
-from .ratelimit import FixedWindow, RateLimiter, SlidingLog, SlidingWindowCounter, TokenBucket, GCRA
+from .ratelimit import GCRA, FixedWindow, RateLimiter, SlidingLog, SlidingWindowCounter, TokenBucket
 from .roundtrips import CountingConnection, RoundTripCounter
 from .sessions import SessionStore
 
