@@ -552,11 +552,13 @@ class Cache(_CacheBase):
     # -- internals ----------------------------------------------------------------------------
 
     def _get(self, key: str) -> str | None:
-        with self._foreign_data(key):
-            try:
-                text = self.client.get(self.entry_key(key))
-            except UnicodeDecodeError:  # binary data, e.g. a pickle, read by a decoding client
-                raise self._foreign(key) from None
+        try:
+            text = self.client.get(self.entry_key(key))
+        except UnicodeDecodeError:  # binary data, e.g. a pickle, read by a decoding client
+            raise self._foreign(key) from None
+        except redis.ResponseError:
+            with self._foreign_data(key):  # only on an error: a hit builds no context manager
+                raise
         return None if text is None else self._text(key, text)
 
     def _lease(self, key: str, token: str, seen: str | None) -> tuple[str | None, bool]:
@@ -637,11 +639,13 @@ class AsyncCache(_CacheBase):
         return int(deleted)
 
     async def _get(self, key: str) -> str | None:
-        with self._foreign_data(key):
-            try:
-                text = await self.client.get(self.entry_key(key))
-            except UnicodeDecodeError:  # binary data, e.g. a pickle, read by a decoding client
-                raise self._foreign(key) from None
+        try:
+            text = await self.client.get(self.entry_key(key))
+        except UnicodeDecodeError:  # binary data, e.g. a pickle, read by a decoding client
+            raise self._foreign(key) from None
+        except redis.ResponseError:
+            with self._foreign_data(key):  # only on an error: a hit builds no context manager
+                raise
         return None if text is None else self._text(key, text)
 
     async def _lease(self, key: str, token: str, seen: str | None) -> tuple[str | None, bool]:

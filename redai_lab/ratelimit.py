@@ -183,8 +183,12 @@ class RateLimiter:
         written on a simulated clock live a minute longer than their TTL.
         """
         call = self._call(identity, cost, now)
-        with self._foreign(identity):
-            return self._result(self._script(**call))
+        try:
+            reply = self._script(**call)
+        except (redis.ResponseError, UnicodeDecodeError):
+            with self._foreign(identity):  # only on an error: the hot path builds no context manager
+                raise
+        return self._result(reply)
 
     def reset(self, identity: str | int) -> None:
         """Forget ``identity``'s history (it gets its full limit back)."""
@@ -193,13 +197,16 @@ class RateLimiter:
     def _call(self, identity: str | int, cost: int, now: float | None) -> dict[str, list[Any]]:
         """The script's keys and arguments for one check (every argument checked first)."""
         key = self.key(identity)
-        cost = check_count("cost", cost, maximum=self.MAX_LIMIT)
-        simulated = isinstance(now, Real) and not isinstance(now, bool)
-        if now is not None and not (simulated and 0 <= now <= MAX_NOW):
+        if type(cost) is not int or not 1 <= cost <= self.MAX_LIMIT:  # the common case checked fast
+            cost = check_count("cost", cost, maximum=self.MAX_LIMIT)
+        if now is None:
+            clock: str | int = ""
+        elif isinstance(now, Real) and not isinstance(now, bool) and 0 <= now <= MAX_NOW:
+            clock = round(now * 1_000_000)
+        else:
             raise InvalidArgument(
                 f"now is simulated seconds since the epoch, from 0 to {MAX_NOW}, not {now!r}."
             )
-        clock = "" if now is None else round(now * 1_000_000)
         return {"keys": [key], "args": [self.limit, self._period_us, cost, clock, *self._extra_args()]}
 
     def _foreign(self, identity: str | int) -> AbstractContextManager[None]:
@@ -414,8 +421,12 @@ class AsyncRateLimiter:
     async def hit(self, identity: str | int, cost: int = 1, *, now: float | None = None) -> RateLimitResult:
         """``RateLimiter.hit``, awaited."""
         call = self.limiter._call(identity, cost, now)
-        with self.limiter._foreign(identity):
-            return self.limiter._result(await self.limiter._script(**call))
+        try:
+            reply = await self.limiter._script(**call)
+        except (redis.ResponseError, UnicodeDecodeError):
+            with self.limiter._foreign(identity):
+                raise
+        return self.limiter._result(reply)
 
     async def reset(self, identity: str | int) -> None:
         """Forget ``identity``'s history."""
