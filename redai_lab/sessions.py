@@ -240,11 +240,14 @@ class SessionStore:
     def get(self, session_id: str) -> Session:
         """The session, its idle TTL refreshed in the same round trip; ``SessionNotFound`` if gone."""
         key = self.key(session_id)
-        with self._foreign(key):
+        try:
             reply = self._touch(keys=[key], args=[self._idle_ms])
-            if reply is None:
-                raise self._not_found()
-            flat = reply if isinstance(reply[0], str) else [_text(item) for item in reply]
+            flat = None if reply is None else reply if isinstance(reply[0], str) else [_text(i) for i in reply]
+        except (redis.ResponseError, UnicodeDecodeError):
+            with self._foreign(key):  # only on an error: the hot path builds no context manager
+                raise
+        if flat is None:
+            raise self._not_found()
         fields = dict(zip(flat[::2], flat[1::2]))
         user = fields.pop(USER, None)
         try:
