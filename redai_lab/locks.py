@@ -291,14 +291,19 @@ class Lock(_Lease):
     kind = "lock"
 
     # KEYS: lock, fencing counter, waiters' flag. ARGV: token, ttl (ms), whether the caller will
-    # wait. Returns the fencing token, 0 when taken (a caller that will wait raises the waiters'
-    # flag, for WAITER_FLAG_MS, so the holder's release wakes it). A counter that is no number, or
-    # a lock key of another type (which would look taken for ever), stops the script before
-    # anything is written.
+    # wait, whether this is its first attempt. Returns the fencing token, 0 when taken (a caller
+    # that will wait raises the waiters' flag, for WAITER_FLAG_MS, so the holder's release wakes
+    # it). A newcomer that will wait queues behind the waiters while their flag is up, even for a
+    # free lock: the woken waiter takes it, not the holder coming straight back (fairness). A
+    # counter that is no number, or a lock key of another type (which would look taken for ever),
+    # stops the script before anything is written.
     ACQUIRE = """
 local fence = redis.call('GET', KEYS[2])
 if fence and not string.match(fence, '^%d+$') then
   error({err = 'CORRUPT a fencing counter that is not a whole number'})
+end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
+  return 0
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return redis.call('INCR', KEYS[2])
@@ -344,15 +349,18 @@ return 0
         self.wake_key = f"{{lock:{name}}}:wake"
         self.fencing_token: int | None = None
         self._will_wait = True
+        self._first_attempt = True
         self._acquire_script = r.register_script(self.ACQUIRE)
         self._release_script = r.register_script(self.RELEASE)
         self._extend_script = r.register_script(self.EXTEND)
 
     def _try_acquire(self, token: str) -> bool:
-        return self._acquired(self._acquire_script(**self._acquire_call(token, self._will_wait)))
+        first, self._first_attempt = self._first_attempt, False
+        return self._acquired(self._acquire_script(**self._acquire_call(token, self._will_wait, first)))
 
-    def _acquire_call(self, token: str, will_wait: bool) -> dict[str, list[Any]]:
-        return {"keys": [self.key, self.fence_key, self.waiters_key], "args": [token, _ms(self.ttl), int(will_wait)]}
+    def _acquire_call(self, token: str, will_wait: bool, first: bool) -> dict[str, list[Any]]:
+        args = [token, _ms(self.ttl), int(will_wait), int(will_wait and first)]
+        return {"keys": [self.key, self.fence_key, self.waiters_key], "args": args}
 
     def _release_call(self, token: str) -> dict[str, list[Any]]:
         return {"keys": [self.key, self.waiters_key, self.wake_key], "args": [token]}
@@ -368,7 +376,8 @@ return 0
         A waiting caller blocks on the lock's wake-up list (BLPOP, at most the backoff's pause):
         the holder's release wakes the longest waiter at once, instead of waiters sleeping blind.
         """
-        self._will_wait = blocking
+        self._will_wait = blocking and (self.timeout if timeout is ... else timeout) != 0
+        self._first_attempt = True
         return super().acquire(blocking=blocking, timeout=timeout)
 
     def _acquired(self, reply: int) -> bool:
@@ -540,12 +549,16 @@ class AsyncLock:
         """``Lock.acquire``, awaited: True once held, False when not free or at the deadline."""
         lock = self.lock
         lock._check_not_held()
-        waiting = _Waiting(blocking, lock.timeout if timeout is ... else _check_timeout(timeout))
+        limit = lock.timeout if timeout is ... else _check_timeout(timeout)
+        waiting = _Waiting(blocking, limit)
+        will_wait = blocking and limit != 0
         token = secrets.token_hex(16)
+        first = True
         while True:
             with lock._foreign():
-                if lock._acquired(await lock._acquire_script(**lock._acquire_call(token, blocking))):
+                if lock._acquired(await lock._acquire_script(**lock._acquire_call(token, will_wait, first))):
                     break
+            first = False
             pause = waiting.pause()
             if pause is None:
                 return False
