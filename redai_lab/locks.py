@@ -86,8 +86,9 @@ class StaleTokenError(LockError):
 # step, and never spin.
 BACKOFF_FIRST = 0.002
 BACKOFF_MAX = 0.1
-# How long a waiter's flag stays up after its last attempt (longer than BACKOFF_MAX): while it
-# is, a release pushes a wake-up.
+# A Lock's waiter blocks for at most WAKE_WAIT_MAX seconds between attempts; its flag stays up
+# WAITER_FLAG_MS after its last attempt (longer), and while it is, a release pushes a wake-up.
+WAKE_WAIT_MAX = 0.5
 WAITER_FLAG_MS = 1000
 _jitter = random.SystemRandom()  # from os.urandom: forked processes do not share a sequence
 
@@ -95,10 +96,13 @@ _jitter = random.SystemRandom()  # from os.urandom: forked processes do not shar
 class _Waiting:
     """The pauses of one blocking acquire, up to a deadline on ``time.monotonic()``."""
 
-    def __init__(self, blocking: bool, timeout: float | None) -> None:
+    def __init__(
+        self, blocking: bool, timeout: float | None, first: float = BACKOFF_FIRST, maximum: float = BACKOFF_MAX
+    ) -> None:
         self.blocking = blocking
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.delay = BACKOFF_FIRST
+        self.delay = first
+        self.maximum = maximum
 
     def pause(self) -> float | None:
         """Seconds to wait before the next attempt; None: give up (not blocking, or the deadline)."""
@@ -106,7 +110,7 @@ class _Waiting:
         if not self.blocking or (left is not None and left <= 0):
             return None
         pause = _jitter.uniform(self.delay / 2, self.delay)
-        self.delay = min(BACKOFF_MAX, self.delay * 2)
+        self.delay = min(self.maximum, self.delay * 2)
         return pause if left is None else min(pause, left)
 
 
@@ -116,6 +120,9 @@ class _Lease:
     context manager. Subclasses implement the three one-round-trip steps."""
 
     kind = "lease"
+    # The pauses between attempts (``_Waiting``).
+    backoff_first = BACKOFF_FIRST
+    backoff_max = BACKOFF_MAX
 
     key: str
 
@@ -154,7 +161,8 @@ class _Lease:
         ``time.monotonic()``, and False comes only once it has fully passed.
         """
         self._check_not_held()
-        waiting = _Waiting(blocking, self.timeout if timeout is ... else _check_timeout(timeout))
+        waiting = _Waiting(blocking, self.timeout if timeout is ... else _check_timeout(timeout),
+                           self.backoff_first, self.backoff_max)
         token = secrets.token_hex(16)  # 128 random bits: no other holder can guess or repeat it
         while not self._attempt(token):
             pause = waiting.pause()
@@ -289,6 +297,11 @@ class Lock(_Lease):
     """
 
     kind = "lock"
+    # A release wakes a waiter, so waiters block longer: each BLPOP that times out would send the
+    # waiter to the back of the queue. Only a holder that dies without releasing makes waiters
+    # wait out a pause (at most WAKE_WAIT_MAX seconds after its TTL ran out).
+    backoff_first = 0.05
+    backoff_max = WAKE_WAIT_MAX
 
     # KEYS: lock, fencing counter, waiters' flag. ARGV: token, ttl (ms), whether the caller will
     # wait, whether this is its first attempt. Returns the fencing token, 0 when taken (a caller
@@ -550,7 +563,7 @@ class AsyncLock:
         lock = self.lock
         lock._check_not_held()
         limit = lock.timeout if timeout is ... else _check_timeout(timeout)
-        waiting = _Waiting(blocking, limit)
+        waiting = _Waiting(blocking, limit, lock.backoff_first, lock.backoff_max)
         will_wait = blocking and limit != 0
         token = secrets.token_hex(16)
         first = True
