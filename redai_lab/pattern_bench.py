@@ -64,6 +64,8 @@ class PatternScale:
     lock_hold: float  # seconds
 
 
+# What lesson 19 runs: seconds, enough to show the shape (its ratios are noisier than quick's).
+LESSON_SCALE = PatternScale(rounds=4, ops=60, lock_threads=8, lock_acquisitions=10, lock_hold=0.001)
 PATTERN_SCALES = {
     "quick": PatternScale(rounds=6, ops=200, lock_threads=8, lock_acquisitions=25, lock_hold=0.001),
     "full": PatternScale(rounds=15, ops=1000, lock_threads=8, lock_acquisitions=100, lock_hold=0.001),
@@ -379,9 +381,10 @@ def clients(url: str, counter: RoundTripCounter) -> Iterator[tuple[redis.Redis, 
         raw.close()
 
 
-def patterns(bench: Bench, lesson: Lesson) -> pd.DataFrame:
-    """Every group, then the contended locks; one line per missing peer."""
-    scale = PATTERN_SCALES[bench.scale]
+def patterns(bench: Bench, lesson: Lesson, scale: PatternScale | None = None) -> pd.DataFrame:
+    """Every group, then the contended locks; one line per missing peer. ``scale`` defaults to
+    the bench's (``PATTERN_SCALES``); a lesson passes a smaller one."""
+    scale = scale or PATTERN_SCALES[bench.scale]
     for dist in missing_peers():
         print(f"skipped: {dist} is not installed (pip install 'redai-lab[bench]')")
     counter = RoundTripCounter()
