@@ -27,8 +27,9 @@ Design (the same for all five):
   in one atomic step, so concurrent clients can never both see "one left".
 * The script reads ``TIME``: the server's clock decides, so clients with skewed clocks agree.
 * Each identity has one key, ``{rl:<name>:<identity>}:<algorithm>``; the hash tag keeps every
-  key of one identity in one Cluster slot. Every key has a TTL (set again only when it moves:
-  the fixed windows keep theirs until the window ends): nothing outlives its use.
+  key of one identity in one Cluster slot. Every key has a TTL: nothing outlives its use.
+  ``FixedWindow`` and ``SlidingWindowCounter`` set it at a window's first write only (the
+  window's end does not move): one command less per check.
 * ``cost`` above ``limit`` can never be admitted: the check answers ``allowed=False`` with
   ``retry_after=math.inf`` (an HTTP service answers 413 or 429 without ``Retry-After``) and
   consumes nothing.
