@@ -655,10 +655,17 @@ def _pool(bench: Bench, lesson: Lesson) -> pd.DataFrame:
     return pool_sweep(bench, lesson.client, lesson.url, threads=scale.threads, plan=scale.plan, prefix=CLI_PREFIX)
 
 
+def _patterns(bench: Bench, lesson: Lesson) -> pd.DataFrame:
+    from .pattern_bench import patterns  # the pattern modules and the peers load only here
+
+    return patterns(bench, lesson)
+
+
 BENCHMARKS: dict[str, Callable[[Bench, Lesson], pd.DataFrame]] = {
     "pipeline": _pipeline,
     "scan": _scan,
     "pool": _pool,
+    "patterns": _patterns,
 }
 
 

@@ -204,7 +204,7 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARK_NAMES = ("pipeline", "scan", "pool")  # redai_lab.benchmarks.BENCHMARKS, imported lazily
+BENCHMARK_NAMES = ("pipeline", "scan", "pool", "patterns")  # redai_lab.benchmarks.BENCHMARKS, imported lazily
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ from redis.client import Pipeline, PubSub
 from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError, MaxConnectionsError
 from redis.retry import Retry
 
-from .errors import LabConnectionError, LabError
+from .errors import LabConnectionError, LabError, check_seconds
 from .server import default_url, redact
 
 URL_FORMS = "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path/to/socket"
@@ -132,8 +132,14 @@ def _outcome_unknown(what: str, error: BaseException, *, all_or_nothing: bool = 
     )
 
 
-class LabConnectionPool(redis.ConnectionPool):
-    """A pool that marks a failure to connect: the command it was for was never sent."""
+class PoolTimeoutError(LabError, MaxConnectionsError):
+    """Every connection of ``connect()``'s pool stayed busy for ``pool_timeout`` seconds."""
+
+
+class LabConnectionPool(redis.BlockingConnectionPool):
+    """A blocking pool: a caller waits up to ``timeout`` seconds for a free connection (a burst of
+    threads queues instead of failing), then gets ``PoolTimeoutError``. It marks a failure to
+    connect: the command it was for was never sent."""
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -141,6 +147,11 @@ class LabConnectionPool(redis.ConnectionPool):
         except _NOT_LOST:
             raise
         except _LOST as error:
+            if str(error) == "No connection available.":  # redis-py's words for a pool still empty
+                raise PoolTimeoutError(
+                    f"All {self.max_connections} connections of the pool stayed busy for {self.timeout:g} s: "
+                    f"raise max_connections or pool_timeout in connect(), or hold connections for less time."
+                ) from None
             setattr(error, _NEVER_SENT, True)
             raise
 
@@ -245,6 +256,7 @@ def connect(
     db: int | None = None,
     decode_responses: bool = True,
     max_connections: int = 50,
+    pool_timeout: float = 5.0,
     socket_timeout: float = 5.0,
     connect_timeout: float = 2.0,
     retries: int = 2,
@@ -253,7 +265,9 @@ def connect(
 ) -> LabRedis:
     """A client for ``url`` (default: the lab's server, see ``redai_lab.server.default_url``).
 
-    ``db`` overrides the database in the URL. ``connection_kwargs`` go to the pool's
+    ``max_connections`` bounds the pool; a caller finding them all busy waits up to
+    ``pool_timeout`` seconds for one, then gets ``PoolTimeoutError`` (a burst of threads queues
+    rather than failing). ``db`` overrides the database in the URL. ``connection_kwargs`` go to the pool's
     connections (for example ``connection_class``, ``client_name``). ``retries``: how many times
     a command is sent again after a lost connection, when that is safe (module docstring); a
     write whose reply was lost raises ``OutcomeUnknownError`` instead. With ``check`` (the
@@ -265,6 +279,7 @@ def connect(
     options: dict[str, Any] = dict(
         decode_responses=decode_responses,
         max_connections=max_connections,
+        timeout=check_seconds("pool_timeout", pool_timeout),
         socket_timeout=socket_timeout,
         socket_connect_timeout=connect_timeout,
         # No retries in redis-py's connections: LabRedis decides what may be repeated.

@@ -16,7 +16,9 @@
   fencing, so sync and async holders exclude each other.
 
 Blocking acquires wait with exponential backoff and jitter until a deadline on
-``time.monotonic()``. Every acquire attempt, release and extend is one round trip (``EVALSHA``).
+``time.monotonic()``; a ``Lock``'s waiters block on a wake-up list (BLPOP) for that pause, and
+a release wakes the longest waiter at once (python-redis-lock's idea), so waits stay short
+and bounded under contention. Every acquire attempt, release and extend is one round trip (``EVALSHA``).
 
 A key holding what this module did not write (another type, a fencing counter or token that is
 no number) answers ``LockDataError`` before anything is written; TTLs and timeouts must be
@@ -29,7 +31,6 @@ after a failover the new primary may not know a lock was taken. See the lesson
 
 from __future__ import annotations
 
-import asyncio
 import random
 import secrets
 import threading
@@ -93,16 +94,23 @@ class StaleTokenError(LockError):
 # step, and never spin.
 BACKOFF_FIRST = 0.002
 BACKOFF_MAX = 0.1
+# A Lock's waiter blocks for at most WAKE_WAIT_MAX seconds between attempts; its flag stays up
+# WAITER_FLAG_MS after its last attempt (longer), and while it is, a release pushes a wake-up.
+WAKE_WAIT_MAX = 0.5
+WAITER_FLAG_MS = 1000
 _jitter = random.SystemRandom()  # from os.urandom: forked processes do not share a sequence
 
 
 class _Waiting:
     """The pauses of one blocking acquire, up to a deadline on ``time.monotonic()``."""
 
-    def __init__(self, blocking: bool, timeout: float | None) -> None:
+    def __init__(
+        self, blocking: bool, timeout: float | None, first: float = BACKOFF_FIRST, maximum: float = BACKOFF_MAX
+    ) -> None:
         self.blocking = blocking
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        self.delay = BACKOFF_FIRST
+        self.delay = first
+        self.maximum = maximum
 
     def pause(self) -> float | None:
         """Seconds to wait before the next attempt; None: give up (not blocking, or the deadline)."""
@@ -110,7 +118,7 @@ class _Waiting:
         if not self.blocking or (left is not None and left <= 0):
             return None
         pause = _jitter.uniform(self.delay / 2, self.delay)
-        self.delay = min(BACKOFF_MAX, self.delay * 2)
+        self.delay = min(self.maximum, self.delay * 2)
         return pause if left is None else min(pause, left)
 
 
@@ -120,6 +128,9 @@ class _Lease:
     context manager. Subclasses implement the three one-round-trip steps."""
 
     kind = "lease"
+    # The pauses between attempts (``_Waiting``).
+    backoff_first = BACKOFF_FIRST
+    backoff_max = BACKOFF_MAX
 
     key: str
 
@@ -147,6 +158,10 @@ class _Lease:
     def _extend(self, token: str, ttl_ms: int) -> bool:
         raise NotImplementedError
 
+    def _wait(self, pause: float) -> None:
+        """Wait up to ``pause`` seconds before the next attempt (``Lock`` wakes on a release)."""
+        time.sleep(pause)
+
     def acquire(self, *, blocking: bool = True, timeout: float | None | EllipsisType = ...) -> bool:
         """Take it: True once held, False when not free (``blocking=False``) or at the deadline.
 
@@ -155,13 +170,14 @@ class _Lease:
         """
         check_client(type(self).__name__, self.r, asynchronous=False)  # AsyncLock awaits it instead
         self._check_not_held()
-        waiting = _Waiting(blocking, self.timeout if timeout is ... else _check_timeout(timeout))
+        waiting = _Waiting(blocking, self.timeout if timeout is ... else _check_timeout(timeout),
+                           self.backoff_first, self.backoff_max)
         token = secrets.token_hex(16)  # 128 random bits: no other holder can guess or repeat it
         while not self._attempt(token):
             pause = waiting.pause()
             if pause is None:
                 return False
-            time.sleep(pause)
+            self._wait(pause)
         self.token = token
         if self.auto_renew:
             self._start_renewing(token)
@@ -290,14 +306,26 @@ class Lock(_Lease):
     """
 
     kind = "lock"
+    # A release wakes a waiter, so waiters block longer: each BLPOP that times out would send the
+    # waiter to the back of the queue. Only a holder that dies without releasing makes waiters
+    # wait out a pause (at most WAKE_WAIT_MAX seconds after its TTL ran out).
+    backoff_first = 0.05
+    backoff_max = WAKE_WAIT_MAX
 
-    # KEYS: lock, fencing counter. ARGV: token, ttl (ms). Returns the fencing token, 0 when taken.
-    # A counter that is no number, or a lock key of another type (which would look taken for
-    # ever), stops the script before anything is written.
+    # KEYS: lock, fencing counter, waiters' flag. ARGV: token, ttl (ms), whether the caller will
+    # wait, whether this is its first attempt. Returns the fencing token, 0 when taken (a caller
+    # that will wait raises the waiters' flag, for WAITER_FLAG_MS, so the holder's release wakes
+    # it). A newcomer that will wait queues behind the waiters while their flag is up, even for a
+    # free lock: the woken waiter takes it, not the holder coming straight back (fairness). A
+    # counter that is no number, or a lock key of another type or without a TTL (either would look
+    # taken for ever), stops the script before anything is written.
     ACQUIRE = """
 local fence = redis.call('GET', KEYS[2])
 if fence and not string.match(fence, '^%d+$') then
   error({err = 'CORRUPT a fencing counter that is not a whole number'})
+end
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[3]) == 1 then
+  return 0
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return redis.call('INCR', KEYS[2])
@@ -308,12 +336,22 @@ end
 if redis.call('PTTL', KEYS[1]) == -1 then
   error({err = 'CORRUPT a lock key without a TTL (every holder expires: nobody would ever free this one)'})
 end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[3], '1', 'PX', '""" + str(WAITER_FLAG_MS) + """')
+end
 return 0
 """
-    # KEYS: lock. ARGV: token. Compare-and-delete: only the owner's token deletes.
+    # KEYS: lock, waiters' flag, wake-up list. ARGV: token. Compare-and-delete: only the owner's
+    # token deletes. With waiters about, one wake-up is pushed: BLPOP serves its blocked clients
+    # first come, first served, so the longest waiter tries first (at most one is pending).
     RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('LLEN', KEYS[3]) == 0 then
+  redis.call('RPUSH', KEYS[3], '1')
+  redis.call('PEXPIRE', KEYS[3], '""" + str(WAITER_FLAG_MS) + """')
+end
+return 1
 """
     # KEYS: lock. ARGV: token, ttl (ms). Compare-and-pexpire.
     EXTEND = """
@@ -330,16 +368,42 @@ return 0
         # The fencing counter has no TTL on purpose: if it expired, tokens would start again at 1
         # and every new holder would look stale. Same hash tag: one Cluster slot, one script.
         self.fence_key = f"{{lock:{name}}}:fence"
+        # Waiters raise a flag (with a TTL) and block on the wake-up list; a release pushes one
+        # wake-up when the flag is up, so a waiter tries as soon as the lock is free.
+        self.waiters_key = f"{{lock:{name}}}:waiters"
+        self.wake_key = f"{{lock:{name}}}:wake"
         self.fencing_token: int | None = None
+        self._will_wait = True
+        self._first_attempt = True
         self._acquire_script = r.register_script(self.ACQUIRE)
         self._release_script = r.register_script(self.RELEASE)
         self._extend_script = r.register_script(self.EXTEND)
 
     def _try_acquire(self, token: str) -> bool:
-        return self._acquired(self._acquire_script(**self._acquire_call(token)))
+        first, self._first_attempt = self._first_attempt, False
+        return self._acquired(self._acquire_script(**self._acquire_call(token, self._will_wait, first)))
 
-    def _acquire_call(self, token: str) -> dict[str, list[Any]]:
-        return {"keys": [self.key, self.fence_key], "args": [token, _ms(self.ttl)]}
+    def _acquire_call(self, token: str, will_wait: bool, first: bool) -> dict[str, list[Any]]:
+        args = [token, _ms(self.ttl), int(will_wait), int(will_wait and first)]
+        return {"keys": [self.key, self.fence_key, self.waiters_key], "args": args}
+
+    def _release_call(self, token: str) -> dict[str, list[Any]]:
+        return {"keys": [self.key, self.waiters_key, self.wake_key], "args": [token]}
+
+    def _wait(self, pause: float) -> None:
+        # Woken by a release (first come, first served) or after the pause, whichever is first.
+        # (a timeout under 1 ms would be 0 to Redis: block for ever)
+        self.r.blpop([self.wake_key], timeout=max(pause, 0.001))
+
+    def acquire(self, *, blocking: bool = True, timeout: float | None | EllipsisType = ...) -> bool:
+        """Take it: True once held, False when not free (``blocking=False``) or at the deadline.
+
+        A waiting caller blocks on the lock's wake-up list (BLPOP, at most the backoff's pause):
+        the holder's release wakes the longest waiter at once, instead of waiters sleeping blind.
+        """
+        self._will_wait = blocking and (self.timeout if timeout is ... else timeout) != 0
+        self._first_attempt = True
+        return super().acquire(blocking=blocking, timeout=timeout)
 
     def _acquired(self, reply: int) -> bool:
         """Whether the acquire script's reply means "held"; keeps its fencing token."""
@@ -349,7 +413,7 @@ return 0
         return bool(fence)
 
     def _release(self, token: str) -> bool:
-        return bool(self._release_script(keys=[self.key], args=[token]))
+        return bool(self._release_script(**self._release_call(token)))
 
     def _extend(self, token: str, ttl_ms: int) -> bool:
         return bool(self._extend_script(keys=[self.key], args=[token, ttl_ms]))
@@ -482,7 +546,8 @@ class AsyncLock:
         async with AsyncLock(ar, "report:daily", ttl=30, timeout=5) as lock:   # LockTimeoutError
             await write(result, lock.fencing_token)
 
-    A waiting acquire sleeps with ``asyncio.sleep``: the event loop serves other tasks meanwhile.
+    A waiting acquire awaits BLPOP on the lock's wake-up list, as ``Lock`` blocks on it: the event
+    loop serves other tasks meanwhile.
     A task cancelled inside ``async with`` releases the lock on its way out. A task cancelled
     *during* an acquire may have taken the lock without learning its token: nobody can release
     it, and it frees itself after ``ttl``. No auto-renewal: ``await lock.extend()`` from the work.
@@ -510,16 +575,20 @@ class AsyncLock:
         """``Lock.acquire``, awaited: True once held, False when not free or at the deadline."""
         lock = self.lock
         lock._check_not_held()
-        waiting = _Waiting(blocking, lock.timeout if timeout is ... else _check_timeout(timeout))
+        limit = lock.timeout if timeout is ... else _check_timeout(timeout)
+        waiting = _Waiting(blocking, limit, lock.backoff_first, lock.backoff_max)
+        will_wait = blocking and limit != 0
         token = secrets.token_hex(16)
+        first = True
         while True:
             with lock._foreign():
-                if lock._acquired(await lock._acquire_script(**lock._acquire_call(token))):
+                if lock._acquired(await lock._acquire_script(**lock._acquire_call(token, will_wait, first))):
                     break
+            first = False
             pause = waiting.pause()
             if pause is None:
                 return False
-            await asyncio.sleep(pause)
+            await self.r.blpop([lock.wake_key], timeout=max(pause, 0.001))  # woken by a release, as Lock
         lock.token = token
         return True
 
@@ -529,7 +598,7 @@ class AsyncLock:
         token = lock._held_token()
         lock.token = None
         with lock._foreign():
-            released = await lock._release_script(keys=[lock.key], args=[token])
+            released = await lock._release_script(**lock._release_call(token))
         if not released:
             raise LockNotOwnedError(lock._lost())
 

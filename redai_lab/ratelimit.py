@@ -27,7 +27,9 @@ Design (the same for all five):
   in one atomic step, so concurrent clients can never both see "one left".
 * The script reads ``TIME``: the server's clock decides, so clients with skewed clocks agree.
 * Each identity has one key, ``{rl:<name>:<identity>}:<algorithm>``; the hash tag keeps every
-  key of one identity in one Cluster slot. Every write sets a TTL: nothing outlives its use.
+  key of one identity in one Cluster slot. Every key has a TTL: nothing outlives its use.
+  ``FixedWindow`` and ``SlidingWindowCounter`` set it at a window's first write only (the
+  window's end does not move): one command less per check.
 * ``cost`` above ``limit`` can never be admitted: the check answers ``allowed=False`` with
   ``retry_after=math.inf`` (an HTTP service answers 413 or 429 without ``Retry-After``) and
   consumes nothing.
@@ -191,8 +193,12 @@ class RateLimiter:
         """
         check_client(type(self).__name__, self.r, asynchronous=False)  # AsyncRateLimiter awaits it instead
         call = self._call(identity, cost, now)
-        with self._foreign(identity):
-            return self._result(self._script(**call))
+        try:
+            reply = self._script(**call)
+        except (redis.ResponseError, UnicodeDecodeError):
+            with self._foreign(identity):  # only on an error: the hot path builds no context manager
+                raise
+        return self._result(reply)
 
     def reset(self, identity: str | int) -> None:
         """Forget ``identity``'s history (it gets its full limit back)."""
@@ -201,13 +207,16 @@ class RateLimiter:
     def _call(self, identity: str | int, cost: int, now: float | None) -> dict[str, list[Any]]:
         """The script's keys and arguments for one check (every argument checked first)."""
         key = self.key(identity)
-        cost = check_count("cost", cost, maximum=self.MAX_LIMIT)
-        simulated = isinstance(now, Real) and not isinstance(now, bool)
-        if now is not None and not (simulated and 0 <= now <= MAX_NOW):
+        if type(cost) is not int or not 1 <= cost <= self.MAX_LIMIT:  # the common case checked fast
+            cost = check_count("cost", cost, maximum=self.MAX_LIMIT)
+        if now is None:
+            clock: str | int = ""
+        elif isinstance(now, Real) and not isinstance(now, bool) and 0 <= now <= MAX_NOW:
+            clock = round(now * 1_000_000)
+        else:
             raise InvalidArgument(
                 f"now is simulated seconds since the epoch, from 0 to {MAX_NOW}, not {now!r}."
             )
-        clock = "" if now is None else round(now * 1_000_000)
         return {"keys": [key], "args": [self.limit, self._period_us, cost, clock, *self._extra_args()]}
 
     def _foreign(self, identity: str | int) -> AbstractContextManager[None]:
@@ -241,13 +250,19 @@ local start = now - now % period
 local reset = start + period - now
 local state = redis.call('HMGET', KEYS[1], 'window', 'count')
 local used = 0
-if stored(state[1]) == start then used = stored(state[2]) or 0 end
+local same_window = stored(state[1]) == start
+if same_window then used = stored(state[2]) or 0 end
 if cost > limit then return {0, limit - used, -1, reset} end
 if used + cost > limit then return {0, limit - used, reset, reset} end
--- The window's start is stored with its count: a count from an older window never leaks in,
--- even in the microseconds between the window's end and the key's expiry.
-redis.call('HSET', KEYS[1], 'window', num(start), 'count', num(used + cost))
-redis.call('PEXPIRE', KEYS[1], ms(reset))
+if same_window then
+  -- the window's first write set the expiry (its end): one command less on the hot path
+  redis.call('HSET', KEYS[1], 'count', num(used + cost))
+else
+  -- The window's start is stored with its count: a count from an older window never leaks
+  -- in, even in the microseconds between the window's end and the key's expiry.
+  redis.call('HSET', KEYS[1], 'window', num(start), 'count', num(used + cost))
+  redis.call('PEXPIRE', KEYS[1], ms(reset))
+end
 return {1, limit - used - cost, 0, reset}
 """
 
@@ -321,9 +336,14 @@ if used + cost > limit then
   end
   return {0, math.floor(limit - used), math.max(1, retry), reset_after(current, previous)}
 end
-redis.call('HSET', KEYS[1], 'window', num(start), 'current', num(current + cost), 'previous', num(previous))
--- this window's count matters until the end of the next one
-redis.call('PEXPIRE', KEYS[1], ms(start + 2 * period - now))
+if window == start then
+  -- the window's first write set the expiry: one command less on the hot path
+  redis.call('HSET', KEYS[1], 'current', num(current + cost))
+else
+  redis.call('HSET', KEYS[1], 'window', num(start), 'current', num(current + cost), 'previous', num(previous))
+  -- this window's count matters until the end of the next one
+  redis.call('PEXPIRE', KEYS[1], ms(start + 2 * period - now))
+end
 return {1, math.floor(limit - used - cost), 0, reset_after(current + cost, previous)}
 """
 
@@ -412,8 +432,12 @@ class AsyncRateLimiter:
     async def hit(self, identity: str | int, cost: int = 1, *, now: float | None = None) -> RateLimitResult:
         """``RateLimiter.hit``, awaited."""
         call = self.limiter._call(identity, cost, now)
-        with self.limiter._foreign(identity):
-            return self.limiter._result(await self.limiter._script(**call))
+        try:
+            reply = await self.limiter._script(**call)
+        except (redis.ResponseError, UnicodeDecodeError):
+            with self.limiter._foreign(identity):
+                raise
+        return self.limiter._result(reply)
 
     async def reset(self, identity: str | int) -> None:
         """Forget ``identity``'s history."""

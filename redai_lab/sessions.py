@@ -53,20 +53,21 @@ local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 """
 
-# A session's deadline (ms), nil when it is gone. A hash without a usable one was not written
-# by this store: stop, changing nothing.
+# A session's deadline (ms) from its @deadline field (a hash without one, or without a usable
+# one, was not written by this store: stop, changing nothing); deadline_of: nil when it is gone.
 _DEADLINE = """
-local function deadline_of(key)
-  local value = redis.call('HGET', key, '@deadline')
-  if not value then
-    if redis.call('EXISTS', key) == 1 then error({err = 'CORRUPT a hash without a @deadline field'}) end
-    return nil
-  end
+local function checked_deadline(value)
+  if not value then error({err = 'CORRUPT a hash without a @deadline field'}) end
   local deadline = tonumber(value)
   if not deadline or deadline ~= deadline or math.abs(deadline) == math.huge then
     error({err = 'CORRUPT a @deadline that is not a time in ms'})
   end
   return deadline
+end
+local function deadline_of(key)
+  local value = redis.call('HGET', key, '@deadline')
+  if not value and redis.call('EXISTS', key) == 0 then return nil end
+  return checked_deadline(value)
 end
 """
 
@@ -111,9 +112,28 @@ redis.call('PEXPIRE', KEYS[1], string.format('%d', math.min(tonumber(ARGV[1]), t
 return deadline
 """
 
-# KEYS: session. ARGV: idle ms. The session's fields, its TTL slid; nil when it is gone.
-_TOUCH = _NOW + _SLIDE + """
-return redis.call('HGETALL', KEYS[1])
+# KEYS: session. ARGV: idle ms. The session's fields, its TTL slid; nil when it is gone. The hot
+# path: three commands (HGETALL, TIME, PEXPIRE), the deadline read from HGETALL's reply.
+_TOUCH = _DEADLINE + """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then
+  return false
+end
+local value
+for i = 1, #fields, 2 do
+  if fields[i] == '@deadline' then
+    value = fields[i + 1]
+    break
+  end
+end
+local deadline = checked_deadline(value)
+""" + _NOW + """
+if deadline <= now then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.min(tonumber(ARGV[1]), deadline - now)))
+return fields
 """
 
 # KEYS: session. ARGV: idle ms, field, value... Sets only the given fields: writers of other
@@ -220,11 +240,14 @@ class SessionStore:
     def get(self, session_id: str) -> Session:
         """The session, its idle TTL refreshed in the same round trip; ``SessionNotFound`` if gone."""
         key = self.key(session_id)
-        with self._foreign(key):
+        try:
             reply = self._touch(keys=[key], args=[self._idle_ms])
-            if reply is None:
-                raise self._not_found()
-            flat = [_text(item) for item in reply]
+            flat = None if reply is None else reply if isinstance(reply[0], str) else [_text(i) for i in reply]
+        except (redis.ResponseError, UnicodeDecodeError):
+            with self._foreign(key):  # only on an error: the hot path builds no context manager
+                raise
+        if flat is None:
+            raise self._not_found()
         fields = dict(zip(flat[::2], flat[1::2]))
         user = fields.pop(USER, None)
         try:

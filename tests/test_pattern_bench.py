@@ -1,0 +1,41 @@
+"""`redai-lab bench patterns`: every group measured, round trips and server commands counted
+exactly, a missing peer skipped in one line, nothing left behind. Nothing is timed."""
+
+from __future__ import annotations
+
+import pytest
+
+from redai_lab import bench, cli, connect, pattern_bench
+from redai_lab.lesson import database_count
+
+
+@pytest.fixture
+def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Quick mode, smaller still: the test checks the shape and the counts, not the speeds."""
+    scale = pattern_bench.PatternScale(rounds=2, ops=5, lock_threads=3, lock_acquisitions=3, lock_hold=0.001)
+    monkeypatch.setitem(pattern_bench.PATTERN_SCALES, "quick", scale)
+
+
+def test_bench_patterns_counts_every_row_and_cleans_up(tiny, tmp_path, capsys, lab_server, monkeypatch) -> None:
+    monkeypatch.setitem(pattern_bench.PEERS, "no-such-peer", "no_such_peer_module")
+    out = tmp_path / "patterns.json"
+    assert cli.main(["bench", "patterns", "--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "skipped: no-such-peer is not installed (pip install 'redai-lab[bench]')" in printed
+    frame = bench.load(out).set_index("implementation")
+    counted = frame.dropna(subset=["round_trips"])
+    trips = counted["round_trips"].to_dict()
+    assert trips["Cache.get_or_load"] == trips["@cache.cached"] == trips["SessionStore.get"] == 1
+    assert trips["Lock acquire+release"] == 2
+    assert {trips[f"{name}.hit"] for name in ("FixedWindow", "SlidingLog", "SlidingWindowCounter",
+                                               "TokenBucket", "GCRA")} == {1}
+    commands = counted["server_commands"].to_dict()
+    assert commands["Cache.get_or_load"] == commands["@cache.cached"] == 1  # one GET
+    assert commands["SessionStore.get"] == 4  # EVALSHA, HGETALL, TIME, PEXPIRE
+    assert commands["FixedWindow.hit"] == 4  # EVALSHA, TIME, HMGET, HSET: no PEXPIRE within a window
+    assert frame.loc["EVALSHA return 1", "script_us"] > 0
+    assert (frame["ratio"] > 0).all() and set(frame["kind"]) >= {"floor", "lab"}
+    assert frame.loc["Lock", "wait_over_hold_x_waiters"] > 0
+    client = connect(lab_server.url)
+    assert connect(lab_server.url, db=database_count(client) - 2).dbsize() == 0
+    client.close()
