@@ -141,7 +141,7 @@ def test_concurrent_misses_run_the_loader_once_and_all_get_its_value(callers, r)
     values, loads = callers.loads(n=30, seconds=0.2)
     assert loads == 1
     assert values == ["exam 7"] * 30
-    assert r.exists("t:lease:exam:7") == 0  # the loader's write ended its lease
+    assert r.exists("{t:exam:7}:lease") == 0  # the loader's write ended its lease
 
 
 def test_critical_sections_never_overlap_and_no_increment_is_lost(callers, r) -> None:

@@ -19,11 +19,14 @@ import redis
 from celery import Celery
 from celery.exceptions import ImproperlyConfigured
 
-from redai_lab.connection import connect
 from redai_lab.errors import LabError
 from redai_lab.faults import ReplyCutter
 from redai_lab.queues import ReliableQueue, celery_config, demo_app, make_celery, start_worker
 from redai_lab.roundtrips import RoundTripCounter
+from redai_lab.connection import connect
+from topologies import connect_to
+
+pytestmark = pytest.mark.cluster_too
 
 # The seed's "Celery Configuration" section, word for word but for the URLs.
 SEED_SETTINGS = {
@@ -68,6 +71,7 @@ def test_seed_queue_loses_the_task_of_a_consumer_killed_after_brpop(r: redis.Red
 # --- ReliableQueue -----------------------------------------------------------------------------
 
 
+@pytest.mark.server_only  # counts one connection's round trips
 def test_push_claim_ack_is_fifo_with_one_round_trip_each(redis_url: str, round_trips: RoundTripCounter) -> None:
     q = ReliableQueue(round_trips.client(redis_url), "jobs", consumer="c1")
     with round_trips.measure() as push:
@@ -103,7 +107,7 @@ def test_bad_arguments_get_one_line_errors(r: redis.Redis, redis_url: str) -> No
         q.claim(block=2)
     with pytest.raises(ValueError, match="at least one task"):
         q.push()
-    impatient = ReliableQueue(connect(redis_url, socket_timeout=0.5), "jobs", heartbeat_ttl=10)
+    impatient = ReliableQueue(connect_to(redis_url, socket_timeout=0.5), "jobs", heartbeat_ttl=10)
     with pytest.raises(ValueError, match="socket_timeout=0.5s"):
         impatient.claim(block=1)
     assert r.dbsize() == 0  # refused before touching Redis
@@ -147,7 +151,7 @@ def test_a_task_that_comes_late_in_a_blocking_claim_gets_a_full_heartbeat(r: red
 
 
 def test_a_client_without_decode_responses_works_too(redis_url: str) -> None:
-    raw = connect(redis_url, decode_responses=False)
+    raw = connect_to(redis_url, decode_responses=False)
     alive, dying = (ReliableQueue(raw, "jobs", consumer=name, heartbeat_ttl=ttl) for name, ttl in
                     (("alive", 30), ("dying", 0.1)))
     alive.push("t1", "t2")
@@ -158,6 +162,7 @@ def test_a_client_without_decode_responses_works_too(redis_url: str) -> None:
     raw.close()
 
 
+@pytest.mark.server_only  # counts one connection's round trips
 def test_reap_costs_two_round_trips_when_everyone_is_alive(redis_url: str, round_trips: RoundTripCounter) -> None:
     client = round_trips.client(redis_url)
     for name in ("c1", "c2", "c3"):
@@ -241,6 +246,7 @@ def test_a_claim_whose_reply_was_lost_leaves_the_task_held_and_work_handles_it_o
     assert q.stats.recovered == 1 and r.keys("jobs:p*") == []
 
 
+@pytest.mark.server_only  # a proxy in front of one server
 def test_work_recovers_a_claim_lost_mid_run_and_repeats_a_lost_ack(r: redis.Redis, cutter: ReplyCutter) -> None:
     q = ReliableQueue(connect(cutter.url), "jobs", consumer="c1")
     q.push("t1", "t2", "t3")
@@ -303,6 +309,7 @@ def test_a_consumer_back_after_its_heartbeat_expired_beats_before_it_handles_wha
     assert (after.stats.recovered, after.stats.late_acks) == (1, 0)
 
 
+@pytest.mark.server_only  # a proxy in front of one server
 def test_a_claim_repeated_by_a_retrying_client_strands_no_task(r: redis.Redis, cutter: ReplyCutter) -> None:
     # redis-py's default client sends the lost claim's pipeline again: a second BLMOVE takes t3,
     # t2 stays in this live consumer's processing list, where no reaper looks.
@@ -324,7 +331,7 @@ def test_a_claim_repeated_by_a_retrying_client_strands_no_task(r: redis.Redis, c
 
 
 def test_a_consumer_presumed_dead_acks_late_and_the_duplicate_is_counted(r: redis.Redis, redis_url: str) -> None:
-    slow = ReliableQueue(connect(redis_url), "jobs", consumer="slow", heartbeat_ttl=0.3)
+    slow = ReliableQueue(connect_to(redis_url), "jobs", consumer="slow", heartbeat_ttl=0.3)
     reaper = ReliableQueue(r, "jobs", consumer="reaper", heartbeat_ttl=30)
     slow.push("t1")
     seen: list[str] = []
@@ -340,6 +347,7 @@ def test_a_consumer_presumed_dead_acks_late_and_the_duplicate_is_counted(r: redi
     assert (slow.stats.late_acks, slow.stats.lost_acks) == (1, 0)
 
 
+@pytest.mark.server_only  # a proxy in front of one server
 def test_work_gives_up_only_after_reconnect_within(r: redis.Redis, cutter: ReplyCutter) -> None:
     q = ReliableQueue(connect(cutter.url), "jobs", consumer="c1")
     q.push("t1", "t2")
@@ -356,13 +364,13 @@ QUEUE, TTL = "chaos", 1.0
 
 
 def produce(url: str, first: int, count: int) -> None:
-    q = ReliableQueue(connect(url), QUEUE, consumer="producer")
+    q = ReliableQueue(connect_to(url), QUEUE, consumer="producer")
     for start in range(first, first + count, 10):
         q.push(*(f"task-{i}" for i in range(start, min(start + 10, first + count))))
 
 
 def consume(url: str, consumer: str, victim: bool) -> None:
-    q = ReliableQueue(connect(url), QUEUE, consumer=consumer, heartbeat_ttl=TTL)
+    q = ReliableQueue(connect_to(url), QUEUE, consumer=consumer, heartbeat_ttl=TTL)
     handled: list[str] = []
 
     def handle(task: str) -> None:
