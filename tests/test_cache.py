@@ -553,13 +553,13 @@ def test_invalidate_deletes_each_lease_before_its_value(r: redis.Redis, redis_ur
 
 def test_a_lease_shares_its_entrys_cluster_slot(r: redis.Redis) -> None:
     cache = Cache(r, "t")
-    for key in ["exam:7", "{user:42}:profile", "a{b", "{}x", "ü"]:
+    for key in ["exam:7", "{user:42}:profile", "a{b", "ü"]:
         entry, lease = cache.entry_key(key), cache.lease_key(key)
         assert key_slot(entry.encode()) == key_slot(lease.encode()), key
         assert lease != entry
     assert cache.lease_key("{user:42}:profile") == "t:lease:{user:42}:profile"
     with pytest.raises(InvalidArgument, match="no hash tag"):
-        cache.lease_key("a}b")
+        cache.lease_key("{}x")
     with pytest.raises(InvalidArgument, match="namespace"):
         Cache(r, "{t}")
     cache.set("{user:42}:profile", 1)

@@ -216,6 +216,7 @@ def test_logout_everywhere_counts_live_sessions_not_index_entries(r: redis.Redis
     assert store.logout_everywhere(7) == 2
 
 
+@pytest.mark.server_only  # a subclass of redis.Redis
 def test_a_rotation_whose_owner_changes_meanwhile_is_refused(redis_url: str) -> None:
     # The owner is read, then another client logs the session in as someone else, then the
     # rotation script runs: it must see the change and refuse, not hand out a new id.
