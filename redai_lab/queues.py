@@ -298,7 +298,10 @@ class ReliableQueue:
         return int(self._reap(keys=keys, args=[consumer]))
 
     def _check_block(self, block: float) -> None:
-        socket_timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        client: Any = self.client
+        kwargs = client.get_connection_kwargs() if isinstance(client, redis.RedisCluster) \
+            else client.connection_pool.connection_kwargs
+        socket_timeout = kwargs.get("socket_timeout")
         if block <= 0:
             raise ValueError(f"block must be > 0 seconds (or None for no wait), got {block!r}.")
         if block >= self.heartbeat_ttl:
