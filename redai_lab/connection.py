@@ -40,7 +40,11 @@ import redis
 from redis.backoff import AbstractBackoff, ExponentialBackoff, NoBackoff
 from redis.client import Pipeline, PubSub
 from redis.exceptions import (
-    AuthenticationError, AuthorizationError, BusyLoadingError, MaxConnectionsError, RedisClusterException,
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    MaxConnectionsError,
+    RedisClusterException,
 )
 from redis.retry import Retry
 

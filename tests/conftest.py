@@ -11,16 +11,16 @@ Its tests get their clients from ``r`` and ``connect_to(redis_url, ...)``, which
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
-
+from topologies import CLUSTER_SCHEME, connect_to
 
 from redai_lab.lesson import Lesson, start_lesson
 from redai_lab.roundtrips import RoundTripCounter
 from redai_lab.server import RedisServer
 from redai_lab.topology import ClusterTopology, start_cluster
-from topologies import CLUSTER_SCHEME, connect_to
 
 _cluster: ClusterTopology | None = None
 
@@ -43,6 +43,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if ("topology" in metafunc.fixturenames and definition.get_closest_marker("cluster_too")
             and not definition.get_closest_marker("server_only")):
         metafunc.parametrize("topology", ["server", "cluster"], indirect=True)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _cluster is not None:  # test_cluster_fixture checks that these ports are free afterwards
+        ports = " ".join(url.rsplit(":", 1)[1].split("/")[0] for url in (n.url for n in _cluster.nodes))
+        terminalreporter.write_line(f"local Cluster ports: {ports}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

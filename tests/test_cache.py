@@ -20,18 +20,18 @@ from pathlib import Path
 import pytest
 import redis
 from redis.crc import key_slot
+from topologies import connect_to
 
 from redai_lab.cache import (
     Cache,
-    CacheStats,
     CacheEntryError,
+    CacheStats,
     CacheWaitTimeout,
     UncacheableArgument,
     should_recompute_early,
 )
 from redai_lab.errors import InvalidArgument
 from redai_lab.serializers import JsonSerializer, SerializationError
-from topologies import connect_to
 
 pytestmark = pytest.mark.cluster_too
 

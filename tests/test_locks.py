@@ -15,6 +15,7 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from topologies import connect_to, node_url
 
 from redai_lab.locks import (
     FencedStorage,
@@ -26,7 +27,6 @@ from redai_lab.locks import (
     StaleTokenError,
     contend,
 )
-from topologies import connect_to
 
 pytestmark = pytest.mark.cluster_too
 
@@ -45,7 +45,8 @@ def test_100_processes_critical_sections_never_overlap(r, redis_url) -> None:
     # redai_lab.locks is imported once there rather than in each of the 100 children.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["redai_lab.locks"])
-    processes = [context.Process(target=contend, args=(redis_url, "proc")) for _ in range(100)]
+    url, cluster = node_url(redis_url)
+    processes = [context.Process(target=contend, args=(url, "proc"), kwargs={"cluster": cluster}) for _ in range(100)]
     for process in processes:
         process.start()
     for process in processes:
@@ -157,6 +158,7 @@ def test_auto_renewal_keeps_the_lock_past_its_ttl_and_stops_on_release(r) -> Non
     assert not r.exists(lock.key)
 
 
+@pytest.mark.server_only  # a plain client in a subprocess
 def test_a_process_holding_an_auto_renewed_lock_can_still_exit(redis_url) -> None:
     # The renewer is a daemon thread: a holder that forgets to release does not hang at exit
     # (its lock then expires after ttl).
@@ -169,6 +171,7 @@ def test_a_process_holding_an_auto_renewed_lock_can_still_exit(redis_url) -> Non
     assert finished.returncode == 0, finished.stderr
 
 
+@pytest.mark.server_only  # a plain client with a tiny socket timeout
 def test_auto_renewal_survives_a_failed_renewal(r, redis_url) -> None:
     # Writes paused longer than the client waits: one renewal times out (a RedisError), and the
     # next one, a third of the ttl later, must still come.

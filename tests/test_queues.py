@@ -18,13 +18,13 @@ import pytest
 import redis
 from celery import Celery
 from celery.exceptions import ImproperlyConfigured
+from topologies import connect_to
 
+from redai_lab.connection import connect
 from redai_lab.errors import LabError
 from redai_lab.faults import ReplyCutter
 from redai_lab.queues import ReliableQueue, celery_config, demo_app, make_celery, start_worker
 from redai_lab.roundtrips import RoundTripCounter
-from redai_lab.connection import connect
-from topologies import connect_to
 
 pytestmark = pytest.mark.cluster_too
 
@@ -54,6 +54,7 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) ->
 # --- the seed's LPUSH + BRPOP ------------------------------------------------------------------
 
 
+@pytest.mark.server_only  # the seed queue: a plain client
 def test_seed_queue_loses_the_task_of_a_consumer_killed_after_brpop(r: redis.Redis, redis_url: str) -> None:
     r.lpush("queue:tasks", "task-1")
     consumer = (
@@ -231,6 +232,7 @@ def cutter(redis_url: str) -> Iterator[ReplyCutter]:
         yield proxy
 
 
+@pytest.mark.server_only  # a proxy in front of one server
 def test_a_claim_whose_reply_was_lost_leaves_the_task_held_and_work_handles_it_once(
     r: redis.Redis, cutter: ReplyCutter
 ) -> None:
@@ -266,6 +268,7 @@ def test_work_recovers_a_claim_lost_mid_run_and_repeats_a_lost_ack(r: redis.Redi
     assert r.keys("jobs:p*") == []
 
 
+@pytest.mark.server_only  # a proxy in front of one server
 def test_an_ack_that_never_reached_the_server_is_sent_again_not_the_task(
     r: redis.Redis, cutter: ReplyCutter
 ) -> None:
@@ -471,6 +474,7 @@ def test_lab_config_is_all_new_names() -> None:
 # --- a real worker -----------------------------------------------------------------------------
 
 
+@pytest.mark.server_only  # Celery's Redis broker needs one server
 def test_worker_runs_tasks_retries_and_stores_expiring_results(
     r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -491,6 +495,7 @@ def test_worker_runs_tasks_retries_and_stores_expiring_results(
     app.close()
 
 
+@pytest.mark.server_only  # Celery's Redis broker needs one server
 def test_acks_late_task_of_a_killed_worker_runs_on_another(r: redis.Redis, redis_url: str) -> None:
     app = demo_app(redis_url)
     first = start_worker(redis_url, name="first")
@@ -513,6 +518,7 @@ def test_acks_late_task_of_a_killed_worker_runs_on_another(r: redis.Redis, redis
     app.close()
 
 
+@pytest.mark.server_only  # Celery's Redis broker needs one server
 def test_start_worker_errors(redis_url: str) -> None:
     with pytest.raises(ValueError, match="pool must be"):
         start_worker(redis_url, pool="gevent")

@@ -9,9 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from topologies import connect_to
 
 from redai_lab.ratelimit import GCRA, FixedWindow, RateLimiter, SlidingLog, SlidingWindowCounter, TokenBucket
-from topologies import connect_to
 
 pytestmark = pytest.mark.cluster_too
 

@@ -11,10 +11,10 @@ import time
 import pytest
 import redis
 from redis.crc import key_slot
+from topologies import connect_to
 
 from redai_lab import LabError
 from redai_lab.sessions import USER, SessionError, SessionNotFound, SessionStore
-from topologies import connect_to
 
 pytestmark = pytest.mark.cluster_too
 

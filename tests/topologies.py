@@ -20,3 +20,10 @@ def connect_to(url: str, **kwargs: Any) -> redis.Redis | redis.RedisCluster:
     if url.startswith(CLUSTER_SCHEME):
         return connect_cluster("redis://" + url.removeprefix(CLUSTER_SCHEME), **kwargs)
     return connect(url, **kwargs)
+
+
+def node_url(url: str) -> tuple[str, bool]:
+    """``(a redis:// URL, whether it is a node of the session's Cluster)``, for code outside the tests."""
+    if url.startswith(CLUSTER_SCHEME):
+        return "redis://" + url.removeprefix(CLUSTER_SCHEME), True
+    return url, False
