@@ -160,8 +160,10 @@ return 1
 """
 
 
-# KEYS: an anonymous session. ARGV: user to log in. Its fields with @user set, deleting it (step
-# one of a rotation into another slot); 0 when it is gone, -1 when it has an owner meanwhile.
+# KEYS: an anonymous session. ARGV: user to log in. Step one of a rotation into another slot:
+# {its fields with @user set, {field, ms left...} of the fields with a TTL}, deleting it; 0 when
+# it is gone, -1 when it has an owner meanwhile. (Field TTLs, Redis 7.4+, must survive as RENAME
+# keeps them: a "re-authenticated" mark must not outlive its minute. Older servers have none.)
 _TAKE = _NOW + _DEADLINE + """
 local deadline = deadline_of(KEYS[1])
 if not deadline or deadline <= now then
@@ -172,14 +174,27 @@ if redis.call('HEXISTS', KEYS[1], '@user') == 1 then
 end
 redis.call('HSET', KEYS[1], '@user', ARGV[1])
 local fields = redis.call('HGETALL', KEYS[1])
+local expiring = {}
+for i = 1, #fields, 2 do
+  local ok, ttl = pcall(redis.call, 'HPTTL', KEYS[1], 'FIELDS', 1, fields[i])
+  if ok and ttl[1] > 0 then
+    expiring[#expiring + 1] = fields[i]
+    expiring[#expiring + 1] = ttl[1]
+  end
+end
 redis.call('DEL', KEYS[1])
-return fields
+return {fields, expiring}
 """
 
-# KEYS: new session, user index. ARGV: idle ms, new id, field, value... (step two: the fields
-# taken, @created and @deadline included). 1 done, 0 when the deadline passed in between.
+# KEYS: new session, user index. ARGV: idle ms, new id, n, then n (field, ms left) of the fields
+# with a TTL, then field, value... (step two: the fields taken, @created and @deadline included).
+# 1 done, 0 when the deadline passed in between.
 _PUT = _NOW + _INDEX + _DEADLINE + """
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+local expiring = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4 + 2 * expiring))
+for i = 4, 2 + 2 * expiring, 2 do
+  redis.call('HPEXPIRE', KEYS[1], ARGV[i + 1], 'FIELDS', 1, ARGV[i])
+end
 local deadline = deadline_of(KEYS[1])
 if deadline <= now then
   redis.call('DEL', KEYS[1])
@@ -339,7 +354,9 @@ class SessionStore:
             raise SessionError("The session changed owner while it was being rotated: retry.")
         # The old id is dead now. A crash here loses the session: the user logs in again.
         with self._foreign(new, index):
-            if self._put(keys=[new, index], args=[self._idle_ms, new_id, *taken]) == 0:
+            fields, expiring = taken
+            args = [self._idle_ms, new_id, len(expiring) // 2, *expiring, *fields]
+            if self._put(keys=[new, index], args=args) == 0:
                 raise self._not_found()
         return new_id
 

@@ -44,6 +44,20 @@ def test_a_session_shares_the_slot_of_its_users_index_also_after_login(r: redis.
         store.rotate(anonymous, user_id=42)
 
 
+def test_a_login_into_another_slot_keeps_field_ttls(r: redis.Redis) -> None:
+    store = SessionStore(r)
+    anonymous = store.create({"cart": [7]})
+    while anonymous[:4] == store.create(user_id=42)[:4]:  # a login that crosses slots (1 in 65,536)
+        anonymous = store.create({"cart": [7]})
+    try:
+        r.execute_command("HPEXPIRE", store.key(anonymous), 60_000, "FIELDS", 1, "cart")
+    except redis.ResponseError:
+        pytest.skip("no hash field expiration on this server (Redis 7.4+)")
+    logged_in = store.rotate(anonymous, user_id=42)
+    assert 0 < r.execute_command("HPTTL", store.key(logged_in), "FIELDS", 1, "cart")[0] <= 60_000
+    assert store.get(logged_in).data == {"cart": [7]}
+
+
 def test_lifecycle_keeps_types_and_ends_with_logout(r: redis.Redis) -> None:
     store = SessionStore(r)
     sid = store.create(DATA)
