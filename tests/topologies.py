@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from redai_lab.connection import connect, connect_cluster
 
@@ -27,3 +28,9 @@ def node_url(url: str) -> tuple[str, bool]:
     if url.startswith(CLUSTER_SCHEME):
         return "redis://" + url.removeprefix(CLUSTER_SCHEME), True
     return url, False
+
+
+def connect_async(url: str, **kwargs: Any) -> redis.asyncio.Redis | redis.asyncio.RedisCluster:
+    """A ``redis.asyncio`` client of the server, or of the session's Cluster."""
+    url, cluster = node_url(url)
+    return (redis.asyncio.RedisCluster if cluster else redis.asyncio.Redis).from_url(url, **kwargs)
