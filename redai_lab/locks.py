@@ -551,7 +551,7 @@ def contend(url: str, name: str, *, hold: float = 0.0, locked: bool = True, clus
     and no increment is lost. ``cluster``: ``url`` is a node of a Redis Cluster.
     """
     check_seconds("hold", hold, zero=True)
-    r = (redis.RedisCluster if cluster else redis.Redis).from_url(url, decode_responses=True)
+    r: Any = (redis.RedisCluster if cluster else redis.Redis).from_url(url, decode_responses=True)
     lock = Lock(r, name, ttl=30, timeout=60)
     if locked and not lock.acquire():
         raise LockTimeoutError(f"contend: lock {name!r} not acquired within 60s")

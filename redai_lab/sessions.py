@@ -331,7 +331,7 @@ class SessionStore:
             )
         user = owner or login
         new_id = _new_id(user) if user else _new_id(None, tag=session_id.split(".")[0])
-        if new_id.split(".")[0] != session_id.split(".")[0]:  # a login into another slot
+        if user and new_id.split(".")[0] != session_id.split(".")[0]:  # a login into another slot
             return self._rotate_across_slots(session_id, new_id, user)
         keys = [old, self.key(new_id)] + ([self.index_key(user)] if user else [])
         args: list[str | int] = [self._idle_ms, session_id, new_id, owner or "", login if owner is None and login else ""]

@@ -39,3 +39,17 @@ def _command_lines() -> list[str]:
         except OSError:  # the process ended meanwhile
             continue
     return lines
+
+
+def test_connect_cluster_errors_are_one_line(lab_server) -> None:
+    from redai_lab.connection import connect_cluster
+    from redai_lab.errors import LabConnectionError
+
+    for url, expected in [(lab_server.url, "not in cluster mode"), ("redis://127.0.0.1:1/0", "Cannot reach Redis"),
+                          ("http://x", "Not a Redis URL")]:
+        try:
+            connect_cluster(url)
+        except LabConnectionError as error:
+            assert expected in str(error) and "\n" not in str(error)
+        else:
+            raise AssertionError(f"connect_cluster({url!r}) did not fail")
