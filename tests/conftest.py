@@ -23,6 +23,7 @@ from redai_lab.server import RedisServer
 from redai_lab.topology import ClusterTopology, start_cluster
 
 _cluster: ClusterTopology | None = None
+_client: redis.RedisCluster | None = None
 
 
 @pytest.fixture
@@ -52,6 +53,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _client is not None:
+        _client.close()
     if _cluster is not None:
         _cluster.stop()
 
@@ -69,10 +72,16 @@ def cluster_url() -> str:
     return CLUSTER_SCHEME + lab_cluster().nodes[0].url.removeprefix("redis://")
 
 
-def _empty_cluster(cluster: ClusterTopology) -> None:
-    client = cluster.client()
-    client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)  # the tests' own Cluster
-    client.close()
+def _cluster_client() -> redis.RedisCluster:
+    """One client of the session's Cluster for every test (its slot map found once)."""
+    global _client
+    if _client is None:
+        _client = connect_to(cluster_url())
+    return _client
+
+
+def _empty_cluster() -> None:
+    _cluster_client().flushall(target_nodes=redis.RedisCluster.PRIMARIES)  # the tests' own Cluster
 
 
 @pytest.fixture
@@ -96,12 +105,9 @@ def r(topology: str, request: pytest.FixtureRequest) -> Iterator[redis.Redis | r
     if topology == "server":
         yield request.getfixturevalue("lesson").client
         return
-    cluster = lab_cluster()
-    _empty_cluster(cluster)
-    client = connect_to(cluster_url())
-    yield client
-    client.close()
-    _empty_cluster(cluster)
+    _empty_cluster()
+    yield _cluster_client()
+    _empty_cluster()
 
 
 @pytest.fixture
