@@ -51,7 +51,7 @@ def test_a_login_into_another_slot_keeps_field_ttls(r: redis.Redis) -> None:
         anonymous = store.create({"cart": [7]})
     try:
         r.execute_command("HPEXPIRE", store.key(anonymous), 60_000, "FIELDS", 1, "cart")
-    except redis.ResponseError:
+    except redis.RedisError:  # the server's error, or RedisCluster's: it knows no such command
         pytest.skip("no hash field expiration on this server (Redis 7.4+)")
     logged_in = store.rotate(anonymous, user_id=42)
     assert 0 < r.execute_command("HPTTL", store.key(logged_in), "FIELDS", 1, "cart")[0] <= 60_000
