@@ -36,6 +36,14 @@ From ``redis.asyncio`` code, ``AsyncCache`` has ``get``, ``get_or_load`` (an asy
 one I/O-free generator that both classes drive), so sync and async callers share entries and
 leases.
 
+Keys and Redis Cluster: a value lives at ``<namespace>:<key>``; its lease must share its hash
+slot, since one script reads both. When the entry key has a hash tag (``{user:42}:profile``)
+its lease ``<namespace>:lease:<key>`` has the same tag; otherwise the lease is
+``{<namespace>:<key>}:lease``, tagged with the whole entry key. (A key with a ``}`` but no
+hash tag is refused: no lease could share its slot.) ``invalidate`` deletes each lease, then
+its value, in one pipeline (one round trip per Cluster node); ``warm`` writes one script call
+per hash slot on a Cluster.
+
 Commands: GET, SET NX PX O(1); a write O(1) per value; DEL O(keys). Scripts are loaded on
 first use (``EVALSHA``, then ``SCRIPT LOAD`` once per server).
 """
@@ -61,6 +69,8 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 import redis
 import redis.asyncio
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from .errors import (
     InvalidArgument,
@@ -230,8 +240,8 @@ class _CacheBase:
         random: Callable[[], float] = _random.random,
     ) -> None:
         check_client(type(self).__name__, client, asynchronous=isinstance(self, AsyncCache))
-        if not isinstance(namespace, str) or not namespace or ":" in namespace:
-            raise InvalidArgument(f"namespace must be a non-empty name without ':', got {namespace!r}")
+        if not isinstance(namespace, str) or not namespace or any(c in namespace for c in ":{}"):
+            raise InvalidArgument(f"namespace must be a non-empty name without ':', '{{' or '}}', got {namespace!r}")
         if not isinstance(jitter, (int, float)) or not 0 <= jitter < 1:
             raise InvalidArgument(f"jitter is a fraction of the TTL in [0, 1), got {jitter!r}")
         if not isinstance(beta, (int, float)) or not 0 <= beta < math.inf:
@@ -272,9 +282,16 @@ class _CacheBase:
         return f"{self.namespace}:{key}"
 
     def lease_key(self, key: str) -> str:
-        """The Redis key of ``key``'s lease (held by the one caller loading it)."""
-        self.entry_key(key)  # the same checks
-        return f"{self.namespace}:{LEASE_PREFIX}{key}"
+        """The Redis key of ``key``'s lease (held by the one caller loading it), in its entry's slot."""
+        entry = self.entry_key(key)  # the same checks
+        if hash_tag(entry) is not None:  # the same tag, so the same Cluster slot
+            return f"{self.namespace}:{LEASE_PREFIX}{key}"
+        if "}" in entry:
+            raise InvalidArgument(
+                f"cache key {key!r} has a '}}' but no hash tag: no lease could share its Redis Cluster slot; "
+                f"drop the '}}' or give the key a tag such as '{{user:42}}'."
+            )
+        return f"{{{entry}}}:lease"  # the whole entry key as the tag: Cluster hashes both alike
 
     # -- what both kinds share ---------------------------------------------------------------
 
@@ -499,16 +516,16 @@ class Cache(_CacheBase):
     def invalidate(self, *keys: str) -> int:
         """Invalidate-on-update: delete ``keys``' values and leases (after the source changed).
 
-        Returns how many values were deleted. Deleting the leases (atomically, with MULTI)
-        rejects the write of any load that started before the update.
+        Returns how many values were deleted. Each lease goes first, then its value: a load that
+        started before the update loses its lease before its value can be written, so it cannot
+        put the old value back (a new load in between reads the updated source). One pipeline,
+        no MULTI: the keys may lie in different Cluster slots.
         """
         if not keys:
             return 0
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(*(self.entry_key(key) for key in keys))
-        pipe.delete(*(self.lease_key(key) for key in keys))
-        deleted, _ = pipe.execute()
-        return int(deleted)
+        pipe = self.client.pipeline(transaction=False)
+        _queue_invalidations(pipe, [(self.lease_key(key), self.entry_key(key)) for key in keys])
+        return sum(pipe.execute()[1::2])
 
     def warm(self, items: Iterable[tuple[str, Any]], *, ttl: float | None = None, chunk_size: int = 500) -> int:
         """Store ``(key, value)`` pairs, ``chunk_size`` per round trip, like ``set`` each.
@@ -521,15 +538,18 @@ class Cache(_CacheBase):
         iterator = iter(items)
         stored = 0
         while chunk := list(itertools.islice(iterator, chunk_size)):
-            keys: list[str] = []
-            args = self._store_args("")
+            # One script call per chunk; on a Cluster one per hash slot (a script's keys share one).
+            calls: dict[int, tuple[list[str], list[Any]]] = {}
             for item in chunk:
                 if not (isinstance(item, tuple) and len(item) == 2):
                     raise InvalidArgumentType(f"warm() takes (key, value) pairs, not {item!r}")
                 key, value = item
+                slot = key_slot(self.entry_key(key).encode()) if isinstance(self.client, RedisCluster) else 0
+                keys, args = calls.setdefault(slot, ([], self._store_args("")))
                 keys += [self.entry_key(key), self.lease_key(key)]
                 args += self._fields(value, ttl, None, 0.0)
-            self._store(keys=keys, args=args)
+            for keys, args in calls.values():
+                self._store(keys=keys, args=args)
             stored += len(chunk)
         return stored
 
@@ -638,14 +658,13 @@ class AsyncCache(_CacheBase):
         await self._store(**self._set_call(key, value, ttl, delta))
 
     async def invalidate(self, *keys: str) -> int:
-        """Delete ``keys``' values and leases in one MULTI, as ``Cache.invalidate``."""
+        """Delete ``keys``' leases, then their values, in one pipeline, as ``Cache.invalidate``."""
         if not keys:
             return 0
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(*(self.entry_key(key) for key in keys))
-            pipe.delete(*(self.lease_key(key) for key in keys))
-            deleted, _ = await pipe.execute()
-        return int(deleted)
+        async with self.client.pipeline(transaction=False) as pipe:
+            _queue_invalidations(pipe, [(self.lease_key(key), self.entry_key(key)) for key in keys])
+            replies = await pipe.execute()
+        return sum(replies[1::2])
 
     async def _get(self, key: str) -> str | None:
         try:
@@ -802,3 +821,17 @@ def _uncacheable(function: str, where: str, what: str) -> Any:
         f"(str, int, float, bool, None, lists, str-keyed dicts), e.g. an id instead of an object, "
         f"or leave it out of the key with ignore=({where.split('[')[0]!r},)."
     )
+
+
+def hash_tag(key: str) -> str | None:
+    """The part of ``key`` Redis Cluster hashes when it has a hash tag (``{...}``, not empty)."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1:end] if start != -1 and end > start + 1 else None
+
+
+def _queue_invalidations(pipe: Any, lease_and_entry: list[tuple[str, str]]) -> None:
+    """Queue ``DEL lease``, ``DEL entry`` for each value: the replies at odd indexes count values."""
+    for lease, entry in lease_and_entry:
+        pipe.delete(lease)
+        pipe.delete(entry)

@@ -39,7 +39,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import redis
 from redis.backoff import AbstractBackoff, ExponentialBackoff, NoBackoff
 from redis.client import Pipeline, PubSub
-from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError, MaxConnectionsError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    BusyLoadingError,
+    MaxConnectionsError,
+    RedisClusterException,
+)
 from redis.retry import Retry
 
 from .errors import LabConnectionError, LabError, check_seconds
@@ -398,3 +404,45 @@ def database_url(url: str, db: int) -> str:
     if parts.scheme == "unix":
         return f"unix://{parts.path}?{urlencode([*query, ('db', str(db))])}"
     return parts._replace(path=f"/{db}", query=urlencode(query)).geturl()
+
+
+def connect_cluster(
+    url: str,
+    *,
+    decode_responses: bool = True,
+    max_connections: int = 50,
+    socket_timeout: float = 5.0,
+    connect_timeout: float = 2.0,
+    **cluster_kwargs: Any,
+) -> redis.RedisCluster:
+    """A ``redis.RedisCluster`` for the Cluster that the node at ``url`` belongs to.
+
+    The client asks that node for the slot map (``CLUSTER SHARDS``) and follows ``MOVED`` and
+    ``ASK`` redirects itself: those are answers, nothing was applied. It never sends a command
+    again after a lost connection (redis-py's cluster retries are off): a write whose reply was
+    lost raises ``redis.ConnectionError`` and the caller decides, as with ``connect()``. The next
+    command asks the Cluster for its slot map again, so after a failover it finds the new primary.
+    Configuration errors (unreachable node, wrong password, a server without cluster mode) are
+    one-line ``LabConnectionError``.
+    """
+    options: dict[str, Any] = dict(
+        decode_responses=decode_responses,
+        max_connections=max_connections,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        retry=Retry(NoBackoff(), 0),  # never repeat a command after a lost connection
+        **cluster_kwargs,
+    )
+    try:
+        return redis.RedisCluster.from_url(url, **options)
+    except ValueError as exc:
+        raise LabConnectionError(f"Not a Redis URL: {redact(url)!r} ({exc}). Expected {URL_FORMS}.") from None
+    except (redis.RedisError, RedisClusterException) as exc:
+        text = str(exc)
+        if "not enabled" in text or "cluster support disabled" in text:
+            raise LabConnectionError(
+                f"Redis at {redact(url)} is not in cluster mode: use connect() for a single server, or start "
+                f"a local Cluster with `redai-lab cluster`."
+            ) from None
+        cause = exc if isinstance(exc, redis.RedisError) else redis.ConnectionError(text.rsplit(": ", 1)[-1])
+        raise LabConnectionError(explain(cause, url, timeout=connect_timeout)) from None

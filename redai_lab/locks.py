@@ -623,17 +623,17 @@ class AsyncLock:
         await self.release()
 
 
-def contend(url: str, name: str, *, hold: float = 0.0, locked: bool = True) -> None:
+def contend(url: str, name: str, *, hold: float = 0.0, locked: bool = True, cluster: bool = False) -> None:
     """One contending process of the lessons and tests (a picklable entry point).
 
     Under ``Lock(name)`` (or with no lock when ``locked`` is False): read the counter
     ``{name}:counter``, wait ``hold`` seconds, write it back plus one, and append
     ``"start end fence"`` (``time.monotonic_ns()``, the same clock for every process on one
     machine) to the list ``{name}:sections``. With a working lock the sections never overlap
-    and no increment is lost.
+    and no increment is lost. ``cluster``: ``url`` is a node of a Redis Cluster.
     """
     check_seconds("hold", hold, zero=True)
-    r = redis.Redis.from_url(url, decode_responses=True)
+    r: Any = (redis.RedisCluster if cluster else redis.Redis).from_url(url, decode_responses=True)
     lock = Lock(r, name, ttl=30, timeout=60)
     if locked and not lock.acquire():
         raise LockTimeoutError(f"contend: lock {name!r} not acquired within 60s")

@@ -40,6 +40,7 @@ from typing import Any, cast
 import redis
 from celery import Celery, Task  # type: ignore[import-untyped]
 
+from .cache import hash_tag
 from .connection import connect
 from .errors import LabError
 from .server import popen_tied_to_process, redact
@@ -81,8 +82,11 @@ class ReliableQueue:
     Keys (all prefixed with ``name``): ``:pending`` (list, producers ``LPUSH``, consumers take
     from the right), ``:processing:<consumer>`` (list, the tasks a consumer holds),
     ``:alive:<consumer>`` (the heartbeat, a string with a TTL) and ``:consumers`` (set of the
-    consumers that may hold tasks, so ``reap`` needs no ``SCAN``). For Redis Cluster, put the
-    name in a hash tag (``"{jobs}"``) so that every key lives in one slot.
+    consumers that may hold tasks, so ``reap`` needs no ``SCAN``). On Redis Cluster every key must
+    live in one slot (``BLMOVE`` and the reap script move tasks between them): with a
+    ``redis.RedisCluster`` client, a name without a hash tag is put in one (``"jobs"`` ->
+    ``{jobs}:pending``...); a name with a tag (``"{jobs}"``, ``"app:{jobs}"``) is used as is
+    everywhere. (So give a queue used from both kinds of client a tagged name.)
 
     One instance is one consumer: it handles one task at a time (``work``, or ``claim`` then
     ``ack``) and calls ``heartbeat`` during tasks that may outlast ``heartbeat_ttl``. Two live
@@ -100,17 +104,18 @@ class ReliableQueue:
         self.name = name
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.heartbeat_ttl = heartbeat_ttl
-        self.pending = f"{name}:pending"
-        self.consumers = f"{name}:consumers"
+        self.prefix = f"{{{name}}}" if isinstance(client, redis.RedisCluster) and hash_tag(name) is None else name
+        self.pending = f"{self.prefix}:pending"
+        self.consumers = f"{self.prefix}:consumers"
         self.processing = self.processing_key(self.consumer)
         self.stats = ConsumerStats()
         self._reap = client.register_script(_REAP)
 
     def processing_key(self, consumer: str) -> str:
-        return f"{self.name}:processing:{consumer}"
+        return f"{self.prefix}:processing:{consumer}"
 
     def alive_key(self, consumer: str) -> str:
-        return f"{self.name}:alive:{consumer}"
+        return f"{self.prefix}:alive:{consumer}"
 
     def push(self, *tasks: str) -> int:
         """Enqueue ``tasks`` (first one out first); return the queue's length. One round trip."""
@@ -293,7 +298,10 @@ class ReliableQueue:
         return int(self._reap(keys=keys, args=[consumer]))
 
     def _check_block(self, block: float) -> None:
-        socket_timeout = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        client: Any = self.client
+        kwargs = client.get_connection_kwargs() if isinstance(client, redis.RedisCluster) \
+            else client.connection_pool.connection_kwargs
+        socket_timeout = kwargs.get("socket_timeout")
         if block <= 0:
             raise ValueError(f"block must be > 0 seconds (or None for no wait), got {block!r}.")
         if block >= self.heartbeat_ttl:

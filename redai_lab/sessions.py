@@ -7,16 +7,28 @@
     store.get(sid).data                            # one round trip, refreshes the idle TTL
     store.logout(sid); store.logout_everywhere(42)
 
-Layout: ``session:<id>`` is a hash of the data (each value JSON, so types survive) plus three
+Layout: ``session:{<tag>}.<token>`` is a hash of the data (each value JSON, so types survive) plus three
 reserved fields, ``@user``, ``@created`` and ``@deadline`` (ms, server clock). Its TTL is
 ``min(idle_ttl, deadline - now)``, set again by every read and update in the same Lua script
 (one round trip, atomic): a session dies after ``idle_ttl`` without use and at its deadline
-(``max_lifetime`` after creation) whatever happens. ``session:user:<user id>`` is a sorted set
-of that user's session ids scored by deadline: it expires with the last of them and drops ids
-past their deadline whenever a session is added (``ZREMRANGEBYSCORE``).
+(``max_lifetime`` after creation) whatever happens. ``session:{<tag>}:user:<user id>`` is a
+sorted set of that user's session ids scored by deadline: it expires with the last of them and
+drops ids past their deadline whenever a session is added (``ZREMRANGEBYSCORE``).
 
-Ids come from ``secrets.token_urlsafe(32)``: 256 random bits, 43 characters; anything else is
-answered like an unknown id, so a crafted id cannot address another key. Every script names
+An id is ``<tag>.<token>``: the token comes from ``secrets.token_urlsafe(32)`` (256 random
+bits, 43 characters); the tag, 4 hex digits, is the Redis Cluster hash tag of the session's
+key. A user's sessions carry the user's tag (the start of the SHA-256 of the user id), the one
+of their index, so a session and its index share a slot and every script stays atomic on a
+Cluster; an anonymous session gets a random tag. Anything else is answered like an unknown
+id, so a crafted id cannot address another key.
+
+Login rotates an anonymous session into the user's slot, usually another one: there one script
+cannot do it, so it takes two steps, and the old id dies in the first. Step one (a script on
+the old slot) checks the owner, reads the fields and deletes the old session; step two (a
+script on the user's slot) writes them under the new id and indexes it. A crash between the
+two loses the session, never keeps the old id alive: fail-safe, the user logs in again. Any
+other rotation (same user, or an anonymous session kept anonymous) stays in its slot: one
+script, as before. Every script names
 its keys in ``KEYS``. A user id is a non-empty ``str`` or an ``int`` (not a bool).
 
 A key holding what this store did not write (another type, a hash without a usable deadline or
@@ -31,6 +43,7 @@ O(fields)); ZADD, ZREM O(log n); ZREMRANGEBYSCORE O(log n + removed).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Mapping
@@ -44,7 +57,8 @@ from .errors import InvalidArgument, InvalidArgumentType, LabError, check_second
 from .serializers import JSON, Serializer
 
 ID_BYTES = 32  # 256 bits: OWASP asks for at least 64 bits of entropy
-_ID = re.compile(r"[A-Za-z0-9_-]{43}")
+TAG_DIGITS = 4  # 65,536 tags: more than the Cluster's 16,384 slots
+_ID = re.compile(rf"[0-9a-f]{{{TAG_DIGITS}}}\.[A-Za-z0-9_-]{{43}}")
 USER, CREATED, DEADLINE = "@user", "@created", "@deadline"
 
 # Every script starts here: the server's clock, in ms.
@@ -166,6 +180,52 @@ return 1
 """
 
 
+# KEYS: an anonymous session. ARGV: user to log in. Step one of a rotation into another slot:
+# {its fields with @user set, {field, ms left...} of the fields with a TTL}, deleting it; 0 when
+# it is gone, -1 when it has an owner meanwhile. (Field TTLs, Redis 7.4+, must survive as RENAME
+# keeps them: a "re-authenticated" mark must not outlive its minute. Older servers have none.)
+_TAKE = _NOW + _DEADLINE + """
+local deadline = deadline_of(KEYS[1])
+if not deadline or deadline <= now then
+  return 0
+end
+if redis.call('HEXISTS', KEYS[1], '@user') == 1 then
+  return -1
+end
+redis.call('HSET', KEYS[1], '@user', ARGV[1])
+local fields = redis.call('HGETALL', KEYS[1])
+local expiring = {}
+for i = 1, #fields, 2 do
+  local ok, ttl = pcall(redis.call, 'HPTTL', KEYS[1], 'FIELDS', 1, fields[i])
+  if ok and ttl[1] > 0 then
+    expiring[#expiring + 1] = fields[i]
+    expiring[#expiring + 1] = ttl[1]
+  end
+end
+redis.call('DEL', KEYS[1])
+return {fields, expiring}
+"""
+
+# KEYS: new session, user index. ARGV: idle ms, new id, n, then n (field, ms left) of the fields
+# with a TTL, then field, value... (step two: the fields taken, @created and @deadline included).
+# 1 done, 0 when the deadline passed in between.
+_PUT = _NOW + _INDEX + _DEADLINE + """
+local expiring = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4 + 2 * expiring))
+for i = 4, 2 + 2 * expiring, 2 do
+  redis.call('HPEXPIRE', KEYS[1], ARGV[i + 1], 'FIELDS', 1, ARGV[i])
+end
+local deadline = deadline_of(KEYS[1])
+if deadline <= now then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], string.format('%d', math.min(tonumber(ARGV[1]), deadline - now)))
+index(KEYS[2], ARGV[2], deadline)
+return 1
+"""
+
+
 class SessionError(LabError):
     """Base class of the session store's errors."""
 
@@ -201,8 +261,8 @@ class SessionStore:
         max_lifetime: float = 86400.0,
         serializer: Serializer = JSON,
     ) -> None:
-        if not isinstance(prefix, str) or not prefix:
-            raise InvalidArgument(f"prefix is a non-empty str, e.g. 'session', not {prefix!r}.")
+        if not isinstance(prefix, str) or not prefix or "{" in prefix or "}" in prefix:
+            raise InvalidArgument(f"prefix is a non-empty str without braces, e.g. 'session', not {prefix!r}.")
         self.client = client
         self.prefix = prefix
         self.idle_ttl = check_seconds("idle_ttl", idle_ttl)
@@ -214,20 +274,23 @@ class SessionStore:
         self._touch = client.register_script(_TOUCH)
         self._update = client.register_script(_UPDATE)
         self._rotate = client.register_script(_ROTATE)
+        self._take = client.register_script(_TAKE)
+        self._put = client.register_script(_PUT)
 
     def key(self, session_id: str) -> str:
         """The hash holding a session (``SessionNotFound`` for a malformed id)."""
         if not isinstance(session_id, str) or not _ID.fullmatch(session_id):
             raise self._not_found()
-        return f"{self.prefix}:{session_id}"
+        tag, token = session_id.split(".")
+        return f"{self.prefix}:{{{tag}}}.{token}"
 
     def index_key(self, user_id: str | int) -> str:
-        """The sorted set of a user's session ids."""
-        return f"{self.prefix}:user:{_user(user_id)}"
+        """The sorted set of a user's session ids (in the hash slot of their sessions)."""
+        return f"{self.prefix}:{{{_tag(user_id)}}}:user:{_user(user_id)}"
 
     def create(self, data: Mapping[str, Any] | None = None, *, user_id: str | int | None = None) -> str:
         """A new session holding ``data`` (anonymous unless ``user_id``); returns its id."""
-        session_id = secrets.token_urlsafe(ID_BYTES)
+        session_id = _new_id(user_id)
         keys = [self.key(session_id)]
         if user_id is not None:
             keys.append(self.index_key(user_id))
@@ -289,8 +352,10 @@ class SessionStore:
                 "This session belongs to another user: log it out and create a new one rather than "
                 "switching users inside it."
             )
-        new_id = secrets.token_urlsafe(ID_BYTES)
         user = owner or login
+        new_id = _new_id(user) if user else _new_id(None, tag=session_id.split(".")[0])
+        if user and new_id.split(".")[0] != session_id.split(".")[0]:  # a login into another slot
+            return self._rotate_across_slots(session_id, new_id, user)
         keys = [old, self.key(new_id)] + ([self.index_key(user)] if user else [])
         args: list[str | int] = [self._idle_ms, session_id, new_id, owner or "", login if owner is None and login else ""]
         with self._foreign(*keys):
@@ -299,6 +364,23 @@ class SessionStore:
             raise self._not_found()
         if result == -1:
             raise SessionError("The session changed owner while it was being rotated: retry.")
+        return new_id
+
+    def _rotate_across_slots(self, session_id: str, new_id: str, user: str) -> str:
+        """Log an anonymous session in: take it from its slot, then write it into the user's."""
+        old, new, index = self.key(session_id), self.key(new_id), self.index_key(user)
+        with self._foreign(old):
+            taken = self._take(keys=[old], args=[user])
+        if taken == 0:
+            raise self._not_found()
+        if taken == -1:
+            raise SessionError("The session changed owner while it was being rotated: retry.")
+        # The old id is dead now. A crash here loses the session: the user logs in again.
+        with self._foreign(new, index):
+            fields, expiring = taken
+            args = [self._idle_ms, new_id, len(expiring) // 2, *expiring, *fields]
+            if self._put(keys=[new, index], args=args) == 0:
+                raise self._not_found()
         return new_id
 
     def logout(self, session_id: str) -> bool:
@@ -376,6 +458,18 @@ def _user(user_id: object) -> str:
     if user_id == "":
         raise InvalidArgument("user_id is never empty.")
     return str(user_id)
+
+
+def _tag(user_id: object) -> str:
+    """A user's hash tag: the start of the SHA-256 of their id (spreads users over the slots)."""
+    return hashlib.sha256(_user(user_id).encode()).hexdigest()[:TAG_DIGITS]
+
+
+def _new_id(user_id: str | int | None, *, tag: str | None = None) -> str:
+    """A fresh session id in ``user_id``'s slot (a random one, or ``tag``'s, when anonymous)."""
+    if tag is None:
+        tag = secrets.token_hex(TAG_DIGITS // 2) if user_id is None else _tag(user_id)
+    return f"{tag}.{secrets.token_urlsafe(ID_BYTES)}"
 
 
 def _corrupt(keys: str, problem: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
+from topologies import connect_async, node_url
 
 from redai_lab.cache import AsyncCache, Cache, CacheEntryError
 from redai_lab.locks import AsyncLock, Lock, LockDataError, LockNotOwnedError
@@ -29,6 +30,8 @@ from redai_lab.ratelimit import (
     TokenBucket,
 )
 
+pytestmark = pytest.mark.cluster_too
+
 ALGORITHMS = [FixedWindow, SlidingLog, SlidingWindowCounter, TokenBucket, GCRA]
 
 
@@ -39,7 +42,9 @@ class Threads:
         self.url = url
 
     def run(self, n: int, work: Callable[[redis.Redis, int], Any]) -> list[Any]:
-        client = redis.Redis.from_url(self.url, decode_responses=True, max_connections=n)
+        url, cluster = node_url(self.url)
+        client = (redis.RedisCluster if cluster else redis.Redis).from_url(url, decode_responses=True,
+                                                                          max_connections=n)
         barrier = threading.Barrier(n)
         results: list[Any] = [None] * n
 
@@ -88,7 +93,8 @@ class Tasks:
 
     def run(self, n: int, work: Callable[[redis.asyncio.Redis, int], Any]) -> list[Any]:
         async def main() -> list[Any]:
-            client = redis.asyncio.Redis.from_url(self.url, decode_responses=True)
+            client = connect_async(self.url, decode_responses=True)
+            await client.initialize()  # the slot map first: not once per task at the same moment
             try:
                 return list(await asyncio.gather(*(work(client, i) for i in range(n))))
             finally:
@@ -141,7 +147,7 @@ def test_concurrent_misses_run_the_loader_once_and_all_get_its_value(callers, r)
     values, loads = callers.loads(n=30, seconds=0.2)
     assert loads == 1
     assert values == ["exam 7"] * 30
-    assert r.exists("t:lease:exam:7") == 0  # the loader's write ended its lease
+    assert r.exists("{t:exam:7}:lease") == 0  # the loader's write ended its lease
 
 
 def test_critical_sections_never_overlap_and_no_increment_is_lost(callers, r) -> None:
@@ -160,7 +166,7 @@ def test_sync_and_async_limiters_share_one_budget_and_answer_alike(r, redis_url,
     sync = algorithm(r, "api", limit=3, period=60)
 
     async def main() -> list[Any]:
-        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        ar = connect_async(redis_url, decode_responses=True)
         limiter = AsyncRateLimiter(algorithm, ar, "api", limit=3, period=60)
         assert limiter.key(7) == sync.key(7)
         answers = [await limiter.hit(7, now=1000.0), sync.hit(7, now=1000.0), await limiter.hit(7, now=1000.0),
@@ -182,7 +188,7 @@ def test_a_value_cached_by_one_kind_is_a_hit_for_the_other(r, redis_url) -> None
     Cache(r, "t").set("exam:7", {"title": "Redis"})
 
     async def main() -> tuple[Any, Any, Any]:
-        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        ar = connect_async(redis_url, decode_responses=True)
         cache = AsyncCache(ar, "t")
         hit = await cache.get_or_load("exam:7", _never)
         await cache.set("exam:8", [1, 2])
@@ -204,7 +210,7 @@ def test_a_lock_held_by_one_kind_is_taken_for_the_other(r, redis_url) -> None:
     assert sync.acquire()
 
     async def main() -> tuple[bool, bool, int | None]:
-        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        ar = connect_async(redis_url, decode_responses=True)
         lock = AsyncLock(ar, "report", ttl=10, timeout=0)
         taken = await lock.acquire()
         sync.release()
@@ -227,7 +233,7 @@ def test_foreign_data_gets_each_modules_own_error(r, redis_url) -> None:
     r.rpush("{lock:job}", "a list")
 
     async def main() -> None:
-        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        ar = connect_async(redis_url, decode_responses=True)
         with pytest.raises(CacheEntryError, match="t:exam:7"):
             await AsyncCache(ar, "t").get_or_load("exam:7", _never)
         with pytest.raises(RateLimitDataError, match="reset it"):
@@ -316,7 +322,7 @@ def test_an_async_lock_that_expired_is_not_released_and_extend_sets_the_ttl_give
 
 def test_a_loader_cancelled_mid_load_hands_the_lease_to_a_waiter_at_once(r, redis_url) -> None:
     async def main() -> tuple[Any, float, int]:
-        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        ar = connect_async(redis_url, decode_responses=True)
         cache = AsyncCache(ar, "t", lease_ttl=30, wait_timeout=40)
         started = asyncio.Event()
 
@@ -346,7 +352,7 @@ def test_a_loader_cancelled_mid_load_hands_the_lease_to_a_waiter_at_once(r, redi
 
 def test_an_expired_value_is_served_stale_while_one_task_reloads_it(r, redis_url) -> None:
     async def main() -> tuple[list[Any], int, Any]:
-        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        ar = connect_async(redis_url, decode_responses=True)
         cache = AsyncCache(ar, "t", ttl=0.1, stale_ttl=30)
         await cache.set("exam:7", "old")
         await asyncio.sleep(0.2)  # expired, kept for stale_ttl
@@ -375,7 +381,7 @@ async def _loaded() -> str:
 
 def test_a_task_cancelled_inside_async_with_releases_the_lock(r, redis_url) -> None:
     async def main() -> None:
-        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        ar = connect_async(redis_url, decode_responses=True)
         inside = asyncio.Event()
 
         async def hold() -> None:
@@ -396,7 +402,7 @@ def test_a_task_cancelled_inside_async_with_releases_the_lock(r, redis_url) -> N
 
 
 def test_misuse_of_the_async_classes_is_one_clear_error(redis_url) -> None:
-    ar = redis.asyncio.Redis.from_url(redis_url)
+    ar = connect_async(redis_url)
     with pytest.raises(TypeError, match="one of the five limiter classes"):
         AsyncRateLimiter(RateLimiter, ar, "api", limit=3, period=60)
     with pytest.raises(ValueError, match="non-empty"):

@@ -19,17 +19,21 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.crc import key_slot
+from topologies import connect_to
 
-from redai_lab import connect
 from redai_lab.cache import (
     Cache,
-    CacheStats,
     CacheEntryError,
+    CacheStats,
     CacheWaitTimeout,
     UncacheableArgument,
     should_recompute_early,
 )
+from redai_lab.errors import InvalidArgument
 from redai_lab.serializers import JsonSerializer, SerializationError
+
+pytestmark = pytest.mark.cluster_too
 
 
 class Counter:
@@ -209,7 +213,7 @@ def test_a_planted_pickle_is_rejected_never_executed(
 
     marker = tmp_path / "pwned"
     payload = pickle.dumps(RunsCode(marker), protocol=protocol)
-    client = connect(redis_url, decode_responses=decode_responses)
+    client = connect_to(redis_url, decode_responses=decode_responses)
     cache = Cache(client, "t")
     f = cache.cached(name="f")(lambda x: "computed")
     load = Counter()
@@ -274,6 +278,7 @@ def test_per_call_bypass_refresh_and_invalidate(r: redis.Redis) -> None:
 # -- round trips ----------------------------------------------------------------------------
 
 
+@pytest.mark.server_only  # counts one connection's round trips
 def test_a_hit_is_one_round_trip(round_trips, redis_url: str) -> None:
     client = round_trips.client(redis_url)
     cache = Cache(client, "t")
@@ -293,7 +298,7 @@ def test_a_hit_is_one_round_trip(round_trips, redis_url: str) -> None:
 
 
 def test_fifty_concurrent_misses_call_the_loader_once(redis_url: str) -> None:
-    client = connect(redis_url, max_connections=64)
+    client = connect_to(redis_url, max_connections=64)
     cache = Cache(client, "t")
     load = Counter()
 
@@ -322,7 +327,7 @@ def test_fifty_concurrent_misses_call_the_loader_once(redis_url: str) -> None:
 
 
 def _process_caller(url: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue) -> None:
-    client = connect(url)
+    client = connect_to(url)
     cache = Cache(client, "t")
 
     def load() -> str:
@@ -479,6 +484,7 @@ def test_an_entry_refreshed_after_the_read_is_not_loaded_again(r: redis.Redis, p
 # -- warming --------------------------------------------------------------------------------
 
 
+@pytest.mark.server_only  # counts one connection's round trips
 def test_warming_writes_in_chunks_from_a_lazy_iterable(round_trips, redis_url: str, r: redis.Redis) -> None:
     client = round_trips.client(redis_url)
     cache = Cache(client, "t", ttl=60)
@@ -530,18 +536,36 @@ def test_a_fresh_value_is_served_while_another_caller_refreshes_it_early(r: redi
     assert (cache.stats.hits, cache.stats.stale_served, cache.stats.early_refreshes) == (1, 0, 0)
 
 
-def test_invalidate_deletes_value_and_lease_in_one_transaction(r: redis.Redis, redis_url: str) -> None:
+@pytest.mark.server_only  # MONITOR sees one server
+def test_invalidate_deletes_each_lease_before_its_value(r: redis.Redis, redis_url: str) -> None:
     cache = Cache(r, "t")
     assert cache.invalidate() == 0
-    watcher = connect(redis_url, socket_timeout=10)
+    watcher = connect_to(redis_url, socket_timeout=10)
     with watcher.monitor() as monitor:
         r.ping()
         while monitor.next_command()["command"] != "PING":
             pass
         cache.invalidate("a", "b")
-        commands = [monitor.next_command()["command"].split()[0] for _ in range(4)]
+        commands = [monitor.next_command()["command"] for _ in range(4)]
     watcher.close()
-    assert commands == ["MULTI", "DEL", "DEL", "EXEC"]
+    assert commands == ["DEL {t:a}:lease", "DEL t:a", "DEL {t:b}:lease", "DEL t:b"]
+
+
+def test_a_lease_shares_its_entrys_cluster_slot(r: redis.Redis) -> None:
+    cache = Cache(r, "t")
+    for key in ["exam:7", "{user:42}:profile", "a{b", "ü"]:
+        entry, lease = cache.entry_key(key), cache.lease_key(key)
+        assert key_slot(entry.encode()) == key_slot(lease.encode()), key
+        assert lease != entry
+    assert cache.lease_key("{user:42}:profile") == "t:lease:{user:42}:profile"
+    with pytest.raises(InvalidArgument, match="no hash tag"):
+        cache.lease_key("{}x")
+    with pytest.raises(InvalidArgument, match="namespace"):
+        Cache(r, "{t}")
+    cache.set("{user:42}:profile", 1)
+    cache.warm([(f"k{i}", i) for i in range(20)], chunk_size=7)  # many slots: one call per slot on a Cluster
+    assert [cache.get(f"k{i}") for i in range(20)] == list(range(20))
+    assert cache.invalidate("{user:42}:profile", "k1", "k2", "missing") == 3
 
 
 def test_the_recompute_time_comes_back_exactly(r: redis.Redis) -> None:

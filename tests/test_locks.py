@@ -15,8 +15,8 @@ import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from topologies import connect_to, node_url
 
-from redai_lab import connect
 from redai_lab.locks import (
     FencedStorage,
     Lock,
@@ -27,6 +27,8 @@ from redai_lab.locks import (
     StaleTokenError,
     contend,
 )
+
+pytestmark = pytest.mark.cluster_too
 
 
 def wait_until_gone(r, key: str) -> None:
@@ -43,7 +45,8 @@ def test_100_processes_critical_sections_never_overlap(r, redis_url) -> None:
     # redai_lab.locks is imported once there rather than in each of the 100 children.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["redai_lab.locks"])
-    processes = [context.Process(target=contend, args=(redis_url, "proc")) for _ in range(100)]
+    url, cluster = node_url(redis_url)
+    processes = [context.Process(target=contend, args=(url, "proc"), kwargs={"cluster": cluster}) for _ in range(100)]
     for process in processes:
         process.start()
     for process in processes:
@@ -104,6 +107,7 @@ def test_blocking_acquire_gets_the_lock_once_released(r) -> None:
         assert waiter.owned()
 
 
+@pytest.mark.server_only  # counts one connection's round trips
 def test_one_round_trip_per_attempt_release_and_extend(round_trips, redis_url) -> None:
     client = round_trips.client(redis_url)
     warm = Lock(client, "warm-up")  # the first call of each script may load it (NOSCRIPT)
@@ -154,6 +158,7 @@ def test_auto_renewal_keeps_the_lock_past_its_ttl_and_stops_on_release(r) -> Non
     assert not r.exists(lock.key)
 
 
+@pytest.mark.server_only  # a plain client in a subprocess
 def test_a_process_holding_an_auto_renewed_lock_can_still_exit(redis_url) -> None:
     # The renewer is a daemon thread: a holder that forgets to release does not hang at exit
     # (its lock then expires after ttl).
@@ -166,6 +171,7 @@ def test_a_process_holding_an_auto_renewed_lock_can_still_exit(redis_url) -> Non
     assert finished.returncode == 0, finished.stderr
 
 
+@pytest.mark.server_only  # a plain client with a tiny socket timeout
 def test_auto_renewal_survives_a_failed_renewal(r, redis_url) -> None:
     # Writes paused longer than the client waits: one renewal times out (a RedisError), and the
     # next one, a third of the ttl later, must still come.
@@ -217,7 +223,7 @@ def test_fencing_storage_accepts_equal_and_newer_tokens(r) -> None:
 
 
 def test_works_with_bytes_replies(redis_url) -> None:
-    client = connect(redis_url, decode_responses=False)
+    client = connect_to(redis_url, decode_responses=False)
     lock = Lock(client, "bytes")
     assert lock.acquire() and lock.owned() and lock.locked()
     lock.release()
@@ -248,7 +254,7 @@ def test_misuse_gets_one_clear_error(r) -> None:
 
 
 def test_a_semaphore_admits_exactly_its_limit_under_a_simultaneous_rush(redis_url) -> None:
-    client = connect(redis_url, max_connections=60)
+    client = connect_to(redis_url, max_connections=60)
     start = threading.Barrier(50)
 
     def try_once(_: int) -> bool:
@@ -262,7 +268,7 @@ def test_a_semaphore_admits_exactly_its_limit_under_a_simultaneous_rush(redis_ur
 
 
 def test_a_semaphore_never_has_more_holders_than_its_limit(redis_url) -> None:
-    client = connect(redis_url, max_connections=60)
+    client = connect_to(redis_url, max_connections=60)
     inside, most, guard = 0, 0, threading.Lock()
 
     def work(_: int) -> None:
@@ -328,6 +334,7 @@ def test_semaphore_holders_all_have_a_ttl(r) -> None:
     assert not r.exists(holders[0].key)
 
 
+@pytest.mark.server_only  # counts one connection's round trips
 def test_semaphore_one_round_trip_per_attempt_and_release(round_trips, redis_url) -> None:
     client = round_trips.client(redis_url)
     warm = Semaphore(client, "warm", 1)
@@ -358,7 +365,7 @@ def test_release_and_extend_leave_another_owners_lock_untouched(r) -> None:
 
 
 def test_two_threads_cannot_release_or_extend_each_others_lock(redis_url) -> None:
-    client = connect(redis_url)
+    client = connect_to(redis_url)
     holder, intruder = Lock(client, "shared", ttl=60), Lock(client, "shared", ttl=60)
     assert holder.acquire()
     intruder.token = "guessed"  # an object that believes it holds the lock, in another thread

@@ -18,12 +18,15 @@ import pytest
 import redis
 from celery import Celery
 from celery.exceptions import ImproperlyConfigured
+from topologies import connect_to
 
 from redai_lab.connection import connect
 from redai_lab.errors import LabError
 from redai_lab.faults import ReplyCutter
 from redai_lab.queues import ReliableQueue, celery_config, demo_app, make_celery, start_worker
 from redai_lab.roundtrips import RoundTripCounter
+
+pytestmark = pytest.mark.cluster_too
 
 # The seed's "Celery Configuration" section, word for word but for the URLs.
 SEED_SETTINGS = {
@@ -51,6 +54,7 @@ def wait_for(condition: Callable[[], object], what: str, timeout: float = 30) ->
 # --- the seed's LPUSH + BRPOP ------------------------------------------------------------------
 
 
+@pytest.mark.server_only  # the seed queue: a plain client
 def test_seed_queue_loses_the_task_of_a_consumer_killed_after_brpop(r: redis.Redis, redis_url: str) -> None:
     r.lpush("queue:tasks", "task-1")
     consumer = (
@@ -68,8 +72,9 @@ def test_seed_queue_loses_the_task_of_a_consumer_killed_after_brpop(r: redis.Red
 # --- ReliableQueue -----------------------------------------------------------------------------
 
 
+@pytest.mark.server_only  # counts one connection's round trips
 def test_push_claim_ack_is_fifo_with_one_round_trip_each(redis_url: str, round_trips: RoundTripCounter) -> None:
-    q = ReliableQueue(round_trips.client(redis_url), "jobs", consumer="c1")
+    q = ReliableQueue(round_trips.client(redis_url), "{jobs}", consumer="c1")
     with round_trips.measure() as push:
         assert q.push("t1", "t2", "t3") == 3
     with round_trips.measure() as claim:
@@ -79,47 +84,56 @@ def test_push_claim_ack_is_fifo_with_one_round_trip_each(redis_url: str, round_t
         assert q.ack("t1") is True
     assert [q.claim(block=0.5), q.claim()] == ["t2", "t3"]
     assert (push.count, claim.count, ack.count) == (1, 1, 1)
-    assert q.client.lrange("jobs:processing:c1", 0, -1) == ["t3", "t2"]
-    assert q.client.smembers("jobs:consumers") == {"c1"}
-    assert 0 < q.client.pttl("jobs:alive:c1") <= 10_000
+    assert q.client.lrange("{jobs}:processing:c1", 0, -1) == ["t3", "t2"]
+    assert q.client.smembers("{jobs}:consumers") == {"c1"}
+    assert 0 < q.client.pttl("{jobs}:alive:c1") <= 10_000
 
 
 def test_claim_on_an_empty_queue_returns_none(r: redis.Redis) -> None:
-    q = ReliableQueue(r, "jobs", consumer="c1")
+    q = ReliableQueue(r, "{jobs}", consumer="c1")
     assert q.claim() is None
     assert q.claim(block=0.1) is None
     assert q.ack("never-claimed") is False
+
+
+def test_a_name_without_hash_tag_gets_one_on_a_cluster_client(r: redis.Redis, topology: str) -> None:
+    q = ReliableQueue(r, "jobs", consumer="c1")
+    prefix = "{jobs}" if topology == "cluster" else "jobs"  # one slot for every key of the queue
+    assert (q.pending, q.processing, q.alive_key("c1"), q.consumers) == (
+        f"{prefix}:pending", f"{prefix}:processing:c1", f"{prefix}:alive:c1", f"{prefix}:consumers")
+    q.push("t1")
+    assert q.claim() == "t1" and q.ack("t1")
 
 
 def test_bad_arguments_get_one_line_errors(r: redis.Redis, redis_url: str) -> None:
     with pytest.raises(ValueError, match="non-empty name"):
         ReliableQueue(r, "")
     with pytest.raises(ValueError, match="heartbeat_ttl must be > 0"):
-        ReliableQueue(r, "jobs", heartbeat_ttl=0)
-    q = ReliableQueue(r, "jobs", heartbeat_ttl=2)
+        ReliableQueue(r, "{jobs}", heartbeat_ttl=0)
+    q = ReliableQueue(r, "{jobs}", heartbeat_ttl=2)
     with pytest.raises(ValueError, match="block must be > 0"):
         q.claim(block=0)
     with pytest.raises(ValueError, match="shorter than heartbeat_ttl"):
         q.claim(block=2)
     with pytest.raises(ValueError, match="at least one task"):
         q.push()
-    impatient = ReliableQueue(connect(redis_url, socket_timeout=0.5), "jobs", heartbeat_ttl=10)
+    impatient = ReliableQueue(connect_to(redis_url, socket_timeout=0.5), "{jobs}", heartbeat_ttl=10)
     with pytest.raises(ValueError, match="socket_timeout=0.5s"):
         impatient.claim(block=1)
     assert r.dbsize() == 0  # refused before touching Redis
 
 
 def test_reap_requeues_only_dead_consumers_tasks_at_the_head_in_order(r: redis.Redis) -> None:
-    dying = ReliableQueue(r, "jobs", consumer="dying", heartbeat_ttl=0.2)
-    alive = ReliableQueue(r, "jobs", consumer="alive", heartbeat_ttl=30)
+    dying = ReliableQueue(r, "{jobs}", consumer="dying", heartbeat_ttl=0.2)
+    alive = ReliableQueue(r, "{jobs}", consumer="alive", heartbeat_ttl=30)
     alive.push("t1", "t2", "t3", "t4", "t5")
     assert [dying.claim(), dying.claim(), alive.claim()] == ["t1", "t2", "t3"]
     assert alive.reap() == {}  # both heartbeats are fresh
-    wait_for(lambda: not r.exists("jobs:alive:dying"), "the dying consumer's heartbeat to expire", 10)
+    wait_for(lambda: not r.exists("{jobs}:alive:dying"), "the dying consumer's heartbeat to expire", 10)
     assert alive.reap() == {"dying": 2}
-    assert r.lrange("jobs:pending", 0, -1) == ["t5", "t4", "t2", "t1"]  # t1 comes out first
-    assert r.smembers("jobs:consumers") == {"alive"}
-    assert r.lrange("jobs:processing:alive", 0, -1) == ["t3"]
+    assert r.lrange("{jobs}:pending", 0, -1) == ["t5", "t4", "t2", "t1"]  # t1 comes out first
+    assert r.smembers("{jobs}:consumers") == {"alive"}
+    assert r.lrange("{jobs}:processing:alive", 0, -1) == ["t3"]
     assert dying.ack("t1") is False  # too late: it was given back and will run again
     assert alive.reap() == {}
 
@@ -128,56 +142,57 @@ def test_the_reaper_never_takes_from_a_consumer_whose_heartbeat_came_back(r: red
     """reap() reads the heartbeats, then moves a dead consumer's tasks in a script. A heartbeat
     renewed in between must win: the script checks it again. Run that script as reap() would
     right after it saw the consumer dead, with the heartbeat back meanwhile."""
-    back = ReliableQueue(r, "jobs", consumer="back", heartbeat_ttl=30)
+    back = ReliableQueue(r, "{jobs}", consumer="back", heartbeat_ttl=30)
     back.push("t1", "t2")
     assert back.claim() == "t1"
-    reaper = ReliableQueue(r, "jobs", consumer="reaper", heartbeat_ttl=30)
+    reaper = ReliableQueue(r, "{jobs}", consumer="reaper", heartbeat_ttl=30)
     assert reaper._reap_one("back") == -1
-    assert r.lrange("jobs:processing:back", 0, -1) == ["t1"] and r.lrange("jobs:pending", 0, -1) == ["t2"]
-    r.delete("jobs:alive:back")  # now it is dead: the same script takes its task back
-    assert reaper._reap_one("back") == 1 and r.lrange("jobs:pending", 0, -1) == ["t2", "t1"]  # t1 first out
+    assert r.lrange("{jobs}:processing:back", 0, -1) == ["t1"] and r.lrange("{jobs}:pending", 0, -1) == ["t2"]
+    r.delete("{jobs}:alive:back")  # now it is dead: the same script takes its task back
+    assert reaper._reap_one("back") == 1 and r.lrange("{jobs}:pending", 0, -1) == ["t2", "t1"]  # t1 first out
 
 
 def test_a_task_that_comes_late_in_a_blocking_claim_gets_a_full_heartbeat(r: redis.Redis) -> None:
-    q = ReliableQueue(r, "jobs", consumer="c1", heartbeat_ttl=2)
+    q = ReliableQueue(r, "{jobs}", consumer="c1", heartbeat_ttl=2)
     threading.Timer(1.2, q.push, args=("t1",)).start()
     assert q.claim(block=1.9) == "t1"
     # Not the 0.8 s the wait left of the TTL: a reaper would requeue a task that just started.
-    assert r.pttl("jobs:alive:c1") > 1000
+    assert r.pttl("{jobs}:alive:c1") > 1000
 
 
 def test_a_client_without_decode_responses_works_too(redis_url: str) -> None:
-    raw = connect(redis_url, decode_responses=False)
-    alive, dying = (ReliableQueue(raw, "jobs", consumer=name, heartbeat_ttl=ttl) for name, ttl in
+    raw = connect_to(redis_url, decode_responses=False)
+    alive, dying = (ReliableQueue(raw, "{jobs}", consumer=name, heartbeat_ttl=ttl) for name, ttl in
                     (("alive", 30), ("dying", 0.1)))
     alive.push("t1", "t2")
     assert dying.claim() == b"t1" and alive.claim() == b"t2"
-    wait_for(lambda: not raw.exists("jobs:alive:dying"), "the dying consumer's heartbeat to expire", 10)
+    wait_for(lambda: not raw.exists("{jobs}:alive:dying"), "the dying consumer's heartbeat to expire", 10)
     assert alive.reap() == {"dying": 1}
     assert alive.depth() == {"pending": 1, "processing": 1}
     raw.close()
 
 
+@pytest.mark.server_only  # counts one connection's round trips
 def test_reap_costs_two_round_trips_when_everyone_is_alive(redis_url: str, round_trips: RoundTripCounter) -> None:
     client = round_trips.client(redis_url)
     for name in ("c1", "c2", "c3"):
-        ReliableQueue(client, "jobs", consumer=name).heartbeat()
+        ReliableQueue(client, "{jobs}", consumer=name).heartbeat()
     with round_trips.measure() as trips:
-        assert ReliableQueue(client, "jobs", consumer="c1").reap() == {}
+        assert ReliableQueue(client, "{jobs}", consumer="c1").reap() == {}
     assert trips.count == 2
 
 
 def test_work_handles_everything_then_returns_when_the_queue_is_empty(r: redis.Redis) -> None:
-    q = ReliableQueue(r, "jobs", consumer="c1")
+    q = ReliableQueue(r, "{jobs}", consumer="c1")
     q.push("t1", "t2", "t3")
     seen: list[str] = []
     assert q.work(seen.append, block=0.1) == 3
     assert seen == ["t1", "t2", "t3"]
-    assert r.keys("jobs:p*") == []
+    assert r.keys("{jobs}:p*") == []
 
 
 def test_a_failing_handler_keeps_its_task_for_redelivery(r: redis.Redis) -> None:
-    q = ReliableQueue(r, "jobs", consumer="c1")
+    q = ReliableQueue(r, "{jobs}", consumer="c1")
     q.push("t1", "t2")
 
     def handle(task: str) -> None:
@@ -185,18 +200,18 @@ def test_a_failing_handler_keeps_its_task_for_redelivery(r: redis.Redis) -> None
 
     with pytest.raises(RuntimeError, match="cannot handle t1"):
         q.work(handle, block=0.1)
-    assert r.lrange("jobs:processing:c1", 0, -1) == ["t1"]
-    assert q.release() == 1 and r.lrange("jobs:pending", 0, -1) == ["t2", "t1"]
+    assert r.lrange("{jobs}:processing:c1", 0, -1) == ["t1"]
+    assert q.release() == 1 and r.lrange("{jobs}:pending", 0, -1) == ["t2", "t1"]
 
 
 def test_release_gives_unfinished_tasks_back(r: redis.Redis) -> None:
-    q = ReliableQueue(r, "jobs", consumer="c1")
+    q = ReliableQueue(r, "{jobs}", consumer="c1")
     q.push("t1", "t2", "t3")
     assert [q.claim(), q.claim()] == ["t1", "t2"]
     assert q.release() == 2
-    assert r.lrange("jobs:pending", 0, -1) == ["t3", "t2", "t1"]
-    assert not r.exists("jobs:alive:c1", "jobs:processing:c1")
-    assert r.smembers("jobs:consumers") == set()
+    assert r.lrange("{jobs}:pending", 0, -1) == ["t3", "t2", "t1"]
+    assert not r.exists("{jobs}:alive:c1", "{jobs}:processing:c1")
+    assert r.smembers("{jobs}:consumers") == set()
 
 
 # --- lost connections: a proxy drops a reply after the server ran the command -------------------
@@ -226,10 +241,11 @@ def cutter(redis_url: str) -> Iterator[ReplyCutter]:
         yield proxy
 
 
+@pytest.mark.server_only  # a proxy in front of one server
 def test_a_claim_whose_reply_was_lost_leaves_the_task_held_and_work_handles_it_once(
     r: redis.Redis, cutter: ReplyCutter
 ) -> None:
-    q = ReliableQueue(connect(cutter.url), "jobs", consumer="c1")
+    q = ReliableQueue(connect(cutter.url), "{jobs}", consumer="c1")
     q.push("t1", "t2")
     cutter.cut_next_reply()
     with pytest.raises(redis.ConnectionError, match="may or may not have been applied"):
@@ -238,11 +254,12 @@ def test_a_claim_whose_reply_was_lost_leaves_the_task_held_and_work_handles_it_o
     seen: list[str] = []
     assert work_in_thread(q, seen.append, block=0.1) == {"handled": 2}
     assert seen == ["t1", "t2"]
-    assert q.stats.recovered == 1 and r.keys("jobs:p*") == []
+    assert q.stats.recovered == 1 and r.keys("{jobs}:p*") == []
 
 
+@pytest.mark.server_only  # a proxy in front of one server
 def test_work_recovers_a_claim_lost_mid_run_and_repeats_a_lost_ack(r: redis.Redis, cutter: ReplyCutter) -> None:
-    q = ReliableQueue(connect(cutter.url), "jobs", consumer="c1")
+    q = ReliableQueue(connect(cutter.url), "{jobs}", consumer="c1")
     q.push("t1", "t2", "t3")
     seen: list[str] = []
 
@@ -257,13 +274,14 @@ def test_work_recovers_a_claim_lost_mid_run_and_repeats_a_lost_ack(r: redis.Redi
     assert seen == ["t1", "t2", "t3"]  # each once, in order
     assert (q.stats.recovered, q.stats.lost_acks, q.stats.late_acks) == (1, 1, 0)
     assert q.stats.connection_errors == 2 and cutter.cuts == 2
-    assert r.keys("jobs:p*") == []
+    assert r.keys("{jobs}:p*") == []
 
 
+@pytest.mark.server_only  # a proxy in front of one server
 def test_an_ack_that_never_reached_the_server_is_sent_again_not_the_task(
     r: redis.Redis, cutter: ReplyCutter
 ) -> None:
-    q = ReliableQueue(connect(cutter.url), "jobs", consumer="c1")
+    q = ReliableQueue(connect(cutter.url), "{jobs}", consumer="c1")
     q.push("t1", "t2")
     seen: list[str] = []
 
@@ -278,10 +296,10 @@ def test_an_ack_that_never_reached_the_server_is_sent_again_not_the_task(
 
 
 def test_a_consumer_restarted_under_its_name_handles_what_it_held_oldest_first(r: redis.Redis) -> None:
-    before = ReliableQueue(r, "jobs", consumer="worker-1", heartbeat_ttl=30)
+    before = ReliableQueue(r, "{jobs}", consumer="worker-1", heartbeat_ttl=30)
     before.push("t1", "t2", "t3")
     assert [before.claim(), before.claim()] == ["t1", "t2"]  # then the process dies
-    after = ReliableQueue(r, "jobs", consumer="worker-1", heartbeat_ttl=30)  # its fresh heartbeat hides them from reapers
+    after = ReliableQueue(r, "{jobs}", consumer="worker-1", heartbeat_ttl=30)  # its fresh heartbeat hides them from reapers
     assert after.held() == ["t1", "t2"]
     seen: list[str] = []
     assert work_in_thread(after, seen.append, block=0.1) == {"handled": 3}
@@ -289,12 +307,12 @@ def test_a_consumer_restarted_under_its_name_handles_what_it_held_oldest_first(r
 
 
 def test_a_consumer_back_after_its_heartbeat_expired_beats_before_it_handles_what_it_held(r: redis.Redis) -> None:
-    before = ReliableQueue(r, "jobs", consumer="c1", heartbeat_ttl=0.3)
+    before = ReliableQueue(r, "{jobs}", consumer="c1", heartbeat_ttl=0.3)
     before.push("t1")
     assert before.claim() == "t1"
-    wait_for(lambda: not r.exists("jobs:alive:c1"), "c1's heartbeat to expire", 10)
-    after = ReliableQueue(r, "jobs", consumer="c1", heartbeat_ttl=0.3)
-    reaper = ReliableQueue(r, "jobs", consumer="reaper")
+    wait_for(lambda: not r.exists("{jobs}:alive:c1"), "c1's heartbeat to expire", 10)
+    after = ReliableQueue(r, "{jobs}", consumer="c1", heartbeat_ttl=0.3)
+    reaper = ReliableQueue(r, "{jobs}", consumer="reaper")
 
     def handle(task: str) -> None:
         assert reaper.reap() == {}  # c1 is alive again: its task stays with it
@@ -303,12 +321,13 @@ def test_a_consumer_back_after_its_heartbeat_expired_beats_before_it_handles_wha
     assert (after.stats.recovered, after.stats.late_acks) == (1, 0)
 
 
+@pytest.mark.server_only  # a proxy in front of one server
 def test_a_claim_repeated_by_a_retrying_client_strands_no_task(r: redis.Redis, cutter: ReplyCutter) -> None:
     # redis-py's default client sends the lost claim's pipeline again: a second BLMOVE takes t3,
     # t2 stays in this live consumer's processing list, where no reaper looks.
     db = int(urlsplit(cutter.url).path[1:])
     default = redis.Redis(host="127.0.0.1", port=cutter.port, db=db, decode_responses=True)
-    q = ReliableQueue(default, "jobs", consumer="c1")
+    q = ReliableQueue(default, "{jobs}", consumer="c1")
     q.push("t1", "t2", "t3")
     seen: list[str] = []
 
@@ -320,19 +339,19 @@ def test_a_claim_repeated_by_a_retrying_client_strands_no_task(r: redis.Redis, c
     assert work_in_thread(q, handle, block=0.1) == {"handled": 3}
     assert seen == ["t1", "t3", "t2"]  # t2 found held when the queue went idle
     assert q.stats.recovered == 1 and q.stats.connection_errors == 0 and cutter.cuts == 1
-    assert r.keys("jobs:p*") == []
+    assert r.keys("{jobs}:p*") == []
 
 
 def test_a_consumer_presumed_dead_acks_late_and_the_duplicate_is_counted(r: redis.Redis, redis_url: str) -> None:
-    slow = ReliableQueue(connect(redis_url), "jobs", consumer="slow", heartbeat_ttl=0.3)
-    reaper = ReliableQueue(r, "jobs", consumer="reaper", heartbeat_ttl=30)
+    slow = ReliableQueue(connect_to(redis_url), "{jobs}", consumer="slow", heartbeat_ttl=0.3)
+    reaper = ReliableQueue(r, "{jobs}", consumer="reaper", heartbeat_ttl=30)
     slow.push("t1")
     seen: list[str] = []
 
     def handle(task: str) -> None:
         seen.append(task)
         if len(seen) == 1:  # outlive the heartbeat: a reaper gives t1 back while it runs
-            wait_for(lambda: not r.exists("jobs:alive:slow"), "the slow consumer's heartbeat to expire", 10)
+            wait_for(lambda: not r.exists("{jobs}:alive:slow"), "the slow consumer's heartbeat to expire", 10)
             assert reaper.reap() == {"slow": 1}
 
     assert work_in_thread(slow, handle, block=0.1) == {"handled": 2}
@@ -340,29 +359,30 @@ def test_a_consumer_presumed_dead_acks_late_and_the_duplicate_is_counted(r: redi
     assert (slow.stats.late_acks, slow.stats.lost_acks) == (1, 0)
 
 
+@pytest.mark.server_only  # a proxy in front of one server
 def test_work_gives_up_only_after_reconnect_within(r: redis.Redis, cutter: ReplyCutter) -> None:
-    q = ReliableQueue(connect(cutter.url), "jobs", consumer="c1")
+    q = ReliableQueue(connect(cutter.url), "{jobs}", consumer="c1")
     q.push("t1", "t2")
     outcome = work_in_thread(q, lambda task: cutter.close(), block=0.1, reconnect_within=0.5)
     assert isinstance(outcome["error"], redis.ConnectionError)  # the server is gone for good
     assert q.stats.lost_acks == 1 and q.stats.connection_errors >= 2
-    assert r.lrange("jobs:processing:c1", 0, -1) == ["t1"]  # held: back to the queue once its heartbeat expires
+    assert r.lrange("{jobs}:processing:c1", 0, -1) == ["t1"]  # held: back to the queue once its heartbeat expires
     with pytest.raises(ValueError, match="reconnect_within must be > 0"):
         q.work(print, reconnect_within=float("nan"))
 
 
 # Real processes: producers push, consumers work, two consumers are SIGKILLed mid-task.
-QUEUE, TTL = "chaos", 1.0
+QUEUE, TTL = "{chaos}", 1.0
 
 
 def produce(url: str, first: int, count: int) -> None:
-    q = ReliableQueue(connect(url), QUEUE, consumer="producer")
+    q = ReliableQueue(connect_to(url), QUEUE, consumer="producer")
     for start in range(first, first + count, 10):
         q.push(*(f"task-{i}" for i in range(start, min(start + 10, first + count))))
 
 
 def consume(url: str, consumer: str, victim: bool) -> None:
-    q = ReliableQueue(connect(url), QUEUE, consumer=consumer, heartbeat_ttl=TTL)
+    q = ReliableQueue(connect_to(url), QUEUE, consumer=consumer, heartbeat_ttl=TTL)
     handled: list[str] = []
 
     def handle(task: str) -> None:
@@ -463,6 +483,7 @@ def test_lab_config_is_all_new_names() -> None:
 # --- a real worker -----------------------------------------------------------------------------
 
 
+@pytest.mark.server_only  # Celery's Redis broker needs one server
 def test_worker_runs_tasks_retries_and_stores_expiring_results(
     r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -483,6 +504,7 @@ def test_worker_runs_tasks_retries_and_stores_expiring_results(
     app.close()
 
 
+@pytest.mark.server_only  # Celery's Redis broker needs one server
 def test_acks_late_task_of_a_killed_worker_runs_on_another(r: redis.Redis, redis_url: str) -> None:
     app = demo_app(redis_url)
     first = start_worker(redis_url, name="first")
@@ -505,6 +527,7 @@ def test_acks_late_task_of_a_killed_worker_runs_on_another(r: redis.Redis, redis
     app.close()
 
 
+@pytest.mark.server_only  # Celery's Redis broker needs one server
 def test_start_worker_errors(redis_url: str) -> None:
     with pytest.raises(ValueError, match="pool must be"):
         start_worker(redis_url, pool="gevent")

@@ -9,9 +9,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from topologies import connect_to
 
-from redai_lab import connect
 from redai_lab.ratelimit import GCRA, FixedWindow, RateLimiter, SlidingLog, SlidingWindowCounter, TokenBucket
+
+pytestmark = pytest.mark.cluster_too
 
 ALGORITHMS = [FixedWindow, SlidingLog, SlidingWindowCounter, TokenBucket, GCRA]
 algorithms = pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda cls: cls.__name__)
@@ -29,7 +31,7 @@ def keys_of(r, limiter: RateLimiter) -> list[str]:
 @algorithms
 def test_100_threads_racing_a_limit_of_5_admit_exactly_5(algorithm, redis_url) -> None:
     # A pool big enough for every thread to hold a connection at once: they really race.
-    client = connect(redis_url, max_connections=110)
+    client = connect_to(redis_url, max_connections=110)
     limiter = algorithm(client, "race", limit=5, period=60)
     start = threading.Barrier(100)
 
@@ -94,6 +96,7 @@ def test_cost_counts_units(algorithm, r) -> None:
     assert limiter.hit("alice", cost=2).allowed
 
 
+@pytest.mark.server_only  # counts one connection's round trips
 @algorithms
 def test_one_round_trip_per_check(algorithm, round_trips, redis_url) -> None:
     client = round_trips.client(redis_url)
@@ -127,7 +130,7 @@ def test_identities_and_limiters_are_independent(algorithm, r) -> None:
 
 @algorithms
 def test_works_with_bytes_replies(algorithm, redis_url) -> None:
-    client = connect(redis_url, decode_responses=False)
+    client = connect_to(redis_url, decode_responses=False)
     limiter = algorithm(client, "bytes", limit=2, period=60)
     assert [limiter.hit(7).allowed for _ in range(3)] == [True, True, False]
     client.close()

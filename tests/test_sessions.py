@@ -10,9 +10,13 @@ import time
 
 import pytest
 import redis
+from redis.crc import key_slot
+from topologies import connect_to
 
-from redai_lab import LabError, connect
+from redai_lab import LabError
 from redai_lab.sessions import USER, SessionError, SessionNotFound, SessionStore
+
+pytestmark = pytest.mark.cluster_too
 
 DATA = {"name": "Ada", "visits": 3, "cart": [7, 9], "prefs": {"theme": "dark"}, "admin": False, "note": None}
 
@@ -21,7 +25,37 @@ def test_ids_are_256_random_bits(r: redis.Redis) -> None:
     store = SessionStore(r)
     ids = {store.create() for _ in range(50)}
     assert len(ids) == 50
-    assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", i) for i in ids)  # 43 base64 characters = 256 bits
+    assert all(re.fullmatch(r"[0-9a-f]{4}\.[A-Za-z0-9_-]{43}", i) for i in ids)  # tag, then 256 bits
+    assert len({i[:4] for i in ids}) > 1  # anonymous sessions spread over the slots
+
+
+def test_a_session_shares_the_slot_of_its_users_index_also_after_login(r: redis.Redis) -> None:
+    store = SessionStore(r)
+    anonymous = store.create({"cart": [7]})
+    logged_in = store.rotate(anonymous, user_id=42)
+    assert key_slot(store.key(logged_in).encode()) == key_slot(store.index_key(42).encode())
+    assert store.key(logged_in).startswith(f"session:{{{logged_in[:4]}}}.") and logged_in[:4] == store.create(
+        user_id=42)[:4]
+    assert r.exists(store.key(anonymous)) == 0  # the old id is dead
+    session = store.get(logged_in)
+    assert (session.user_id, session.data) == ("42", {"cart": [7]})
+    assert store.sessions_of(42) == [logged_in] or set(store.sessions_of(42)) >= {logged_in}
+    with pytest.raises(SessionNotFound):
+        store.rotate(anonymous, user_id=42)
+
+
+def test_a_login_into_another_slot_keeps_field_ttls(r: redis.Redis) -> None:
+    store = SessionStore(r)
+    anonymous = store.create({"cart": [7]})
+    while anonymous[:4] == store.create(user_id=42)[:4]:  # a login that crosses slots (1 in 65,536)
+        anonymous = store.create({"cart": [7]})
+    try:
+        r.execute_command("HPEXPIRE", store.key(anonymous), 60_000, "FIELDS", 1, "cart")
+    except redis.RedisError:  # the server's error, or RedisCluster's: it knows no such command
+        pytest.skip("no hash field expiration on this server (Redis 7.4+)")
+    logged_in = store.rotate(anonymous, user_id=42)
+    assert 0 < r.execute_command("HPTTL", store.key(logged_in), "FIELDS", 1, "cart")[0] <= 60_000
+    assert store.get(logged_in).data == {"cart": [7]}
 
 
 def test_lifecycle_keeps_types_and_ends_with_logout(r: redis.Redis) -> None:
@@ -49,6 +83,7 @@ def test_a_session_read_cannot_be_changed_and_a_prefix_is_needed(r: redis.Redis)
         SessionStore(r, prefix="")
 
 
+@pytest.mark.server_only  # counts one connection's round trips
 def test_read_with_refresh_and_update_are_one_round_trip_each(round_trips, redis_url: str) -> None:
     client = round_trips.client(redis_url)
     store = SessionStore(client, idle_ttl=60)
@@ -195,10 +230,11 @@ def test_logout_everywhere_counts_live_sessions_not_index_entries(r: redis.Redis
     assert store.logout_everywhere(7) == 2
 
 
+@pytest.mark.server_only  # a subclass of redis.Redis
 def test_a_rotation_whose_owner_changes_meanwhile_is_refused(redis_url: str) -> None:
     # The owner is read, then another client logs the session in as someone else, then the
     # rotation script runs: it must see the change and refuse, not hand out a new id.
-    other = connect(redis_url)
+    other = connect_to(redis_url)
 
     class OwnerChangesAfterRead(redis.Redis):
         def hget(self, name, key):  # type: ignore[no-untyped-def, override]
@@ -217,7 +253,7 @@ def test_a_rotation_whose_owner_changes_meanwhile_is_refused(redis_url: str) -> 
 
 
 def test_logout_everywhere_catches_sessions_rotating_meanwhile(redis_url: str) -> None:
-    client = connect(redis_url)
+    client = connect_to(redis_url)
     store = SessionStore(client)
     rotating = [store.create(user_id=7) for _ in range(3)]
     started = threading.Barrier(4)
@@ -256,7 +292,7 @@ def test_the_user_index_expires_and_prunes_by_deadline(r: redis.Redis) -> None:
 
 
 def test_twenty_concurrent_field_writers_lose_no_update(r: redis.Redis, redis_url: str) -> None:
-    client = connect(redis_url)
+    client = connect_to(redis_url)
     store = SessionStore(client)
     sid = store.create({"shared": "kept"})
     barrier = threading.Barrier(20)
@@ -277,7 +313,7 @@ def test_twenty_concurrent_field_writers_lose_no_update(r: redis.Redis, redis_ur
 
 @pytest.mark.parametrize(
     "bad_id",
-    ["nope", "user:7", "x" * 42 + ":", "", None, 42, "A" * 43],  # the last is well-formed but unknown
+    ["nope", "user:7", "x" * 42 + ":", "", None, 42, "A" * 43, "0000.x", "0000." + "A" * 43],  # the last is well-formed but unknown
 )
 def test_unknown_or_malformed_ids_are_session_not_found(r: redis.Redis, bad_id: object) -> None:
     store = SessionStore(r)
@@ -302,7 +338,7 @@ def test_reserved_and_empty_fields_are_refused(r: redis.Redis) -> None:
 
 
 def test_a_client_without_decode_responses_works(redis_url: str) -> None:
-    client = connect(redis_url, decode_responses=False)
+    client = connect_to(redis_url, decode_responses=False)
     store = SessionStore(client)
     sid = store.rotate(store.create({"a": [1]}), user_id=5)
     assert store.get(sid).data == {"a": [1]} and store.get(sid).user_id == "5"
