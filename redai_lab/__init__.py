@@ -9,7 +9,7 @@ Notebooks teach; this package does. Start here::
     lesson.finish()                      # leave nothing behind
 """
 
-from .connection import connect
+from .connection import connect, connect_cluster
 from .errors import (
     LabConnectionError,
     LabError,
@@ -31,6 +31,7 @@ __all__ = [
     "RefusedToFlushError",
     "ServerStartError",
     "connect",
+    "connect_cluster",
     "find_or_start",
     "lab_server",
     "start_lesson",
