@@ -248,7 +248,7 @@ def test_foreign_data_gets_each_modules_own_error(r, redis_url) -> None:
 
 def test_an_invalidation_during_a_load_rejects_the_loaders_stale_write(r, redis_url) -> None:
     async def main() -> tuple[Any, Any, int, int]:
-        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        ar = connect_async(redis_url, decode_responses=True)
         cache = AsyncCache(ar, "t")
         started, proceed = asyncio.Event(), asyncio.Event()
 
@@ -273,7 +273,7 @@ def test_an_invalidation_during_a_load_rejects_the_loaders_stale_write(r, redis_
 
 def test_a_loads_ttl_and_negative_ttl_are_the_ones_given(r, redis_url) -> None:
     async def main() -> None:
-        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        ar = connect_async(redis_url, decode_responses=True)
         cache = AsyncCache(ar, "t", ttl=300, negative_ttl=200)
         await cache.get_or_load("exam:7", _loaded, ttl=7)
         await cache.get_or_load("exam:8", _nothing, negative_ttl=3)
@@ -289,7 +289,7 @@ def test_a_loads_ttl_and_negative_ttl_are_the_ones_given(r, redis_url) -> None:
 @pytest.mark.parametrize("algorithm", ALGORITHMS, ids=lambda a: a.__name__)
 def test_an_async_hit_counts_its_cost(redis_url, algorithm) -> None:
     async def main() -> list[bool]:
-        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        ar = connect_async(redis_url, decode_responses=True)
         limiter = AsyncRateLimiter(algorithm, ar, "cost", limit=5, period=60)
         answers = [(await limiter.hit("user:1", cost)).allowed for cost in (3, 3, 2, 1)]
         await ar.aclose()
@@ -300,7 +300,7 @@ def test_an_async_hit_counts_its_cost(redis_url, algorithm) -> None:
 
 def test_an_async_lock_that_expired_is_not_released_and_extend_sets_the_ttl_given(r, redis_url) -> None:
     async def main() -> None:
-        ar = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        ar = connect_async(redis_url, decode_responses=True)
         lock = AsyncLock(ar, "job", ttl=0.05, timeout=0)
         assert await lock.acquire()
         await asyncio.sleep(0.1)  # expired: another task takes it
