@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from redai_lab.server import start_local
+from redai_lab.sessions import SessionStore
 from redai_lab.service import ExamDatabase, create_app, serve
 
 
@@ -80,7 +81,7 @@ def test_login_me_logout_with_a_session_cookie(redis_url, database, r) -> None:
     assert after == 401
     assert bad == 422
     # The session is gone; the user's index keeps its dead id until the session's deadline.
-    assert list(r.scan_iter("session:*")) == ["session:user:ann"]
+    assert list(r.scan_iter("session:*")) == [SessionStore(r).index_key("ann")]
 
 
 def test_the_limit_counts_per_user_once_logged_in(redis_url, database) -> None:
