@@ -47,7 +47,7 @@ from .sessions import SessionStore
 # Keys this benchmark writes (its database is its own and emptied after; these are deleted too).
 NAMESPACE = "labbench"
 KEY_PATTERNS = (f"{NAMESPACE}*", f"{{rl:{NAMESPACE}:*", f"{{lock:{NAMESPACE}*", f"dogpile:{NAMESPACE}*",
-                f"LIMITS:*{NAMESPACE}*", f"lock:{NAMESPACE}*", f"lock-signal:{NAMESPACE}*")
+                f"LIMITS{NAMESPACE}*", f"lock:{NAMESPACE}*", f"lock-signal:{NAMESPACE}*")
 PEERS = {"dogpile.cache": "dogpile", "limits": "limits", "python-redis-lock": "redis_lock"}
 # Scripts' server time: what EVALSHA (and EVAL) report, their inner commands included.
 SCRIPT_COMMANDS = ("cmdstat_evalsha", "cmdstat_eval")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from redai_lab import bench, cli, connect, pattern_bench
+from redai_lab import bench, benchmarks, cli, connect, pattern_bench
 from redai_lab.lesson import database_count
 
 
@@ -39,3 +39,16 @@ def test_bench_patterns_counts_every_row_and_cleans_up(tiny, tmp_path, capsys, l
     client = connect(lab_server.url)
     assert connect(lab_server.url, db=database_count(client) - 2).dbsize() == 0
     client.close()
+
+
+def test_the_benchmark_deletes_every_key_it_and_its_peers_wrote(lab_server) -> None:
+    """Before the database is emptied: what a peer wrote under its own prefix is gone too."""
+    assert pattern_bench.missing_peers() == [], "the test extra installs every peer"
+    scale = pattern_bench.PatternScale(rounds=1, ops=2, lock_threads=2, lock_acquisitions=2, lock_hold=0.001)
+    lesson = benchmarks.bench_database(lab_server)
+    try:
+        pattern_bench.patterns(bench.Bench(lesson.client), lesson, scale=scale)
+        assert list(lesson.client.scan_iter(count=1000)) == []
+    finally:
+        lesson.finish()
+        lesson.client.close()
