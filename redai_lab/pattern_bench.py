@@ -13,8 +13,13 @@ Method, because the machine is shared and absolute times mean little:
   round*; the row gives the median of those ratios and their range (the noise, stated).
   ``vs_peer`` is the median of the per-round ratios of the lab's helper to the named peer.
 * **Counted, not timed**: round trips per operation (``RoundTripCounter``) and server commands
-  per operation (``INFO commandstats``, commands run inside scripts included), and the server
-  time per operation spent in scripts (``EVALSHA``'s ``usec``), in a separate untimed pass.
+  per operation (``INFO commandstats``, commands run inside scripts included), in a separate
+  pass. The same pass reads what the server spent: in scripts (``EVALSHA``'s ``usec``) and in
+  all (``INFO cpu``: reading, running and answering every request of the operation), per
+  operation; noisy at the microsecond, so compare rows, never a row with a goal.
+* **The C ceiling.** When ``redis-benchmark`` is installed, each group has a row for the C
+  client sending the floor's commands one request at a time on one connection: what any Python
+  client's ratio could reach on this machine.
 
 The contended-lock group runs 8 threads on one lock: throughput ratio to redis-py's ``Lock``,
 and fairness (the longest wait for the lock, over the mean hold time x waiters).
@@ -25,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import shutil
 import statistics
 import threading
 import time
@@ -74,13 +80,29 @@ PATTERN_SCALES = {
 
 @dataclass
 class Candidate:
-    """One implementation of a group's operation: ``op()`` does one operation."""
+    """One implementation of a group's operation: ``op()`` does one operation.
+
+    ``speed(ops)`` runs ``ops`` of them and answers operations per second; a candidate that is
+    not Python code (the C ceiling) gives its own ``speed`` and no ``op``: it is timed, never
+    counted.
+    """
 
     name: str
-    op: Callable[[], object]
-    kind: str  # "floor", "lab", "peer"
+    op: Callable[[], object] | None
+    kind: str  # "floor", "lab", "peer", "ceiling"
     peer: str | None = None  # for "lab": the peer it is compared with
     note: str = ""
+    timed: Callable[[int], float] | None = None
+
+    def speed(self, ops: int) -> float:
+        if self.timed is not None:
+            return self.timed(ops)
+        op = self.op
+        assert op is not None
+        began = time.perf_counter()
+        for _ in range(ops):
+            op()
+        return ops / (time.perf_counter() - began)
 
 
 def missing_peers() -> list[str]:
@@ -96,33 +118,41 @@ def server_counts(client: redis.Redis) -> tuple[int, int]:
     return calls, script_us
 
 
+def server_cpu_us(client: redis.Redis) -> float:
+    """The server's CPU time so far (user + system, all threads), in µs, from ``INFO cpu``."""
+    cpu = client.info("cpu")
+    return (float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1_000_000
+
+
 def rounds_of(candidates: list[Candidate], scale: PatternScale) -> dict[str, list[float]]:
     """Operations per second of every candidate in every round, the order flipped each round."""
     speeds: dict[str, list[float]] = {c.name: [] for c in candidates}
     for c in candidates:  # warm-up: connections, scripts loaded, entries written
-        for _ in range(10):
-            c.op()
+        c.speed(10)
     for number in range(scale.rounds):
         for c in candidates if number % 2 == 0 else candidates[::-1]:
-            op = c.op
-            began = time.perf_counter()
-            for _ in range(scale.ops):
-                op()
-            speeds[c.name].append(scale.ops / (time.perf_counter() - began))
+            speeds[c.name].append(c.speed(scale.ops))
     return speeds
 
 
-def counted(candidate: Candidate, counter: RoundTripCounter, stats_client: redis.Redis, ops: int = 50) -> dict[str, float]:
-    """Round trips, server commands and script µs per operation, in an untimed pass."""
+def counted(candidate: Candidate, counter: RoundTripCounter, stats_client: redis.Redis, ops: int = 200) -> dict[str, float]:
+    """Round trips, server commands, script µs and server CPU µs per operation, in an untimed pass
+    (nothing for the C ceiling, which this process cannot count)."""
+    op = candidate.op
+    if op is None:
+        return {}
     calls_before, script_before = server_counts(stats_client)
+    cpu_before = server_cpu_us(stats_client)  # read last before and first after: INFO commandstats stays outside
     with counter.measure() as trips:
         for _ in range(ops):
-            candidate.op()
+            op()
+    cpu_after = server_cpu_us(stats_client)
     calls_after, script_after = server_counts(stats_client)
     return {
         "round_trips": trips.count / ops,
         "server_commands": (calls_after - calls_before) / ops,
         "script_us": (script_after - script_before) / ops,
+        "server_cpu_us": (cpu_after - cpu_before) / ops,
     }
 
 
@@ -148,6 +178,26 @@ def group_rows(group: str, candidates: list[Candidate], scale: PatternScale, cou
 # --- the groups -----------------------------------------------------------------------------
 
 
+def ceiling(url: str, *commands: tuple[str, ...], note: str = "") -> list[Candidate]:
+    """The C ceiling: ``redis-benchmark`` sending ``commands`` in turn, one request at a time on
+    one connection; none when redis-benchmark is not installed."""
+    if shutil.which("redis-benchmark") is None:
+        return []
+    from .benchmarks import redis_benchmark  # the benchmarks module loads only when a ceiling runs
+
+    db = int(redis.connection.parse_url(url).get("db", 0))
+
+    def timed(ops: int) -> float:
+        # redis-benchmark times a run in whole milliseconds: 5,000 requests keep that within ~2%.
+        # One command after another: their times per request add up.
+        requests = max(ops, 5000)
+        return 1 / sum(1 / redis_benchmark(url, db, *command, requests=requests)["rps"] for command in commands)
+
+    return [Candidate("redis-benchmark (C)", None, "ceiling", timed=timed, note=note)]
+
+
+
+
 def cache_hits(url: str, text: redis.Redis, raw: redis.Redis) -> list[Candidate]:
     """A cache hit: raw GET of an encoded value, ``get_or_load``, ``@cached``, and dogpile's."""
     cache = Cache(text, NAMESPACE, ttl=300)
@@ -162,6 +212,7 @@ def cache_hits(url: str, text: redis.Redis, raw: redis.Redis) -> list[Candidate]
     exam_stats(7)
     candidates = [
         Candidate("redis-py GET + json.loads", lambda: json.loads(text.get(f"{NAMESPACE}:raw")), "floor"),
+        *ceiling(url, ("GET", f"{NAMESPACE}:raw")),
         Candidate("Cache.get_or_load", lambda: cache.get_or_load("exam:7", lambda: value), "lab",
                   peer="dogpile get_or_create"),
         Candidate("@cache.cached", lambda: exam_stats(7), "lab", peer="dogpile cache_on_arguments"),
@@ -192,7 +243,9 @@ def rate_limits(url: str, text: redis.Redis, raw: redis.Redis) -> list[Candidate
     # A limit no benchmark reaches, so every check takes the same (admitting) path.
     limit, period = 10**6, 3600
     floor_script = text.register_script("return 1")
-    candidates = [Candidate("EVALSHA return 1", lambda: floor_script(keys=[f"{NAMESPACE}:floor"]), "floor")]
+    floor_script(keys=[f"{NAMESPACE}:floor"])  # loaded before the C ceiling runs it
+    candidates = [Candidate("EVALSHA return 1", lambda: floor_script(keys=[f"{NAMESPACE}:floor"]), "floor"),
+                  *ceiling(url, ("EVALSHA", floor_script.sha, "1", f"{NAMESPACE}:floor"))]
     peers = {FixedWindow: "FixedWindowRateLimiter", SlidingLog: "MovingWindowRateLimiter",
              SlidingWindowCounter: "SlidingWindowCounterRateLimiter"}
     have_limits = importlib.util.find_spec("limits") is not None
@@ -202,7 +255,7 @@ def rate_limits(url: str, text: redis.Redis, raw: redis.Redis) -> list[Candidate
         peer = peers.get(algorithm)
         candidates.append(Candidate(
             f"{algorithm.__name__}.hit", (lambda lim=limiter: lim.hit("user")), "lab",
-            peer=f"limits {peer}" if peer and have_limits else None,
+            peer=f"limits {peer} + stats" if peer and have_limits else None,
             note="returns remaining, retry-after and reset in the one round trip",
         ))
     if have_limits:
@@ -216,10 +269,13 @@ def rate_limits(url: str, text: redis.Redis, raw: redis.Redis) -> list[Candidate
         for algorithm, peer in peers.items():
             strategy = getattr(limits.strategies, peer)(storage)
             chosen = moving_item if algorithm is SlidingLog else item
-            candidates.append(Candidate(
-                f"limits {peer}", (lambda s=strategy, i=chosen: s.hit(i, "user")), "peer",
-                note="hit() answers a bool only: remaining and reset cost another round trip",
-            ))
+            candidates += [
+                Candidate(f"limits {peer}", (lambda s=strategy, i=chosen: s.hit(i, "user")), "peer",
+                          note="hit() answers a bool only"),
+                Candidate(f"limits {peer} + stats",
+                          (lambda s=strategy, i=chosen: (s.hit(i, "user"), s.get_window_stats(i, "user"))), "peer",
+                          note="the lab's answer: hit(), then get_window_stats() for remaining and reset"),
+            ]
     return candidates
 
 
@@ -243,6 +299,8 @@ def locks(url: str, text: redis.Redis, raw: redis.Redis) -> list[Candidate]:
 
     candidates = [
         Candidate("redis-py SET NX PX + DEL", floor, "floor"),
+        *ceiling(url, ("SET", f"{NAMESPACE}:floorlock", "token", "NX", "PX", "10000"), ("DEL", f"{NAMESPACE}:floorlock"),
+                 note="SET NX PX, then DEL: two runs, their times per request added"),
         Candidate("Lock acquire+release", lab, "lab", peer="redis-py Lock"),
         Candidate("redis-py Lock", redis_py_lock, "peer"),
     ]
@@ -273,6 +331,7 @@ def sessions(url: str, text: redis.Redis, raw: redis.Redis) -> list[Candidate]:
 
     return [
         Candidate("redis-py pipeline HGETALL+PEXPIRE, decoded", floor, "floor"),
+        *ceiling(url, ("HGETALL", key), note="HGETALL alone: the PEXPIRE rides in the same round trip"),
         Candidate("SessionStore.get", lambda: store.get(sid), "lab",
                   note="also checks the absolute deadline on the server's clock"),
     ]

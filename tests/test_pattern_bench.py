@@ -3,6 +3,8 @@ exactly, a missing peer skipped in one line, nothing left behind. Nothing is tim
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from redai_lab import bench, benchmarks, cli, connect, pattern_bench
@@ -34,6 +36,14 @@ def test_bench_patterns_counts_every_row_and_cleans_up(tiny, tmp_path, capsys, l
     assert commands["SessionStore.get"] == 4  # EVALSHA, HGETALL, TIME, PEXPIRE
     assert commands["FixedWindow.hit"] == 4  # EVALSHA, TIME, HMGET, HSET: no PEXPIRE within a window
     assert frame.loc["EVALSHA return 1", "script_us"] > 0
+    assert (counted["server_cpu_us"] > 0).all()
+    # limits' hit() answers a bool: the lab's answer (remaining, reset) costs it more round trips
+    for peer in ("FixedWindowRateLimiter", "MovingWindowRateLimiter", "SlidingWindowCounterRateLimiter"):
+        assert trips[f"limits {peer}"] == 1 and trips[f"limits {peer} + stats"] > 1
+    assert frame.loc["FixedWindow.hit", "peer"] == "limits FixedWindowRateLimiter + stats"
+    ceilings = frame[frame["kind"] == "ceiling"]
+    assert len(ceilings) == (4 if shutil.which("redis-benchmark") else 0)
+    assert (ceilings["ratio"] > 0).all() and ceilings["round_trips"].isna().all()
     assert (frame["ratio"] > 0).all() and set(frame["kind"]) >= {"floor", "lab"}
     assert frame.loc["Lock", "wait_over_hold_x_waiters"] > 0
     client = connect(lab_server.url)
