@@ -48,8 +48,8 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
-from .errors import LabConnectionError, LabError, check_seconds
-from .server import default_url, redact
+from .errors import LabConnectionError, LabError, check_seconds, redact
+from .server import default_url
 
 URL_FORMS = "redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path/to/socket"
 

@@ -41,9 +41,9 @@ from redis.connection import parse_url
 from redis.retry import Retry
 
 from .connection import connect, database_url, explain
-from .errors import RefusedToFlushError
+from .errors import RefusedToFlushError, redact
 from .exercises import Exercise, spec
-from .server import LAB_DATABASES, RedisServer, lab_server, redact
+from .server import LAB_DATABASES, RedisServer, lab_server
 
 ALLOW_FLUSH_ENV = "REDAI_LAB_ALLOW_FLUSH"
 ALLOW_FLUSH_YES = ("1", "yes", "true", "on")

@@ -1,4 +1,4 @@
-"""Work queues on Redis: a reliable list queue, and the lab's Celery app and worker.
+"""Work queues on Redis: a reliable list queue, and Celery configured for Redis.
 
 ``LPUSH`` + ``BRPOP`` (the seed's queue) hands a task to a consumer and forgets it: a consumer
 that dies after the pop takes the task with it. ``ReliableQueue`` moves the task atomically
@@ -15,35 +15,25 @@ within ``reconnect_within``. A task runs twice only after an ack that was lost o
 (its consumer looked dead); ``ReliableQueue.stats`` counts those acks.
 
 ``make_celery`` builds a Celery 5 app with Redis as broker and result backend, configured with
-the lowercase setting names (the seed's uppercase ones are partly ignored, see lesson 20);
-``demo_app`` adds the lesson's tasks and ``start_worker`` runs a real ``celery worker`` process
-on them (``redai_lab.celery_demo`` is its ``-A`` module).
+the lowercase setting names (the seed's uppercase ones are partly ignored, see lesson 20). The
+lessons' tasks and worker process are in ``redai_lab.celery_demo``.
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
 import os
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import redis
-from celery import Celery, Task  # type: ignore[import-untyped]
+from celery import Celery  # type: ignore[import-untyped]
 
 from .cache import hash_tag
-from .connection import connect
-from .errors import LabError
-from .server import popen_tied_to_process, redact
+from .errors import redact
 
 # A dead consumer's tasks go back to the *right* end of the pending list, where consumers take
 # from, oldest first; the whole move is atomic and only happens if the heartbeat is gone.
@@ -318,13 +308,6 @@ class ReliableQueue:
 
 # --- Celery -----------------------------------------------------------------------------------
 
-CELERY_URL_ENV = "REDAI_LAB_CELERY_URL"
-# Celery reads these environment variables *before* its configuration: they would silently
-# point a worker elsewhere, so the lab's worker never inherits them.
-CELERY_ENV_OVERRIDES = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "CELERY_BROKER_READ_URL",
-                        "CELERY_BROKER_WRITE_URL")
-
-
 def celery_config(
     url: str,
     *,
@@ -364,141 +347,3 @@ def make_celery(url: str, *, main: str = "redai_lab", **options: Any) -> Celery:
     app = Celery(main)
     app.config_from_object(celery_config(url, **options))
     return app
-
-
-def demo_app(url: str) -> Celery:
-    """The lesson's app: small timeouts so that a killed worker's task returns in seconds.
-
-    Tasks: ``demo.add(x, y)``; ``demo.flaky(failures)``, which fails and retries (1 s
-    countdown) ``failures`` times, then returns its retry count; ``demo.slow(key, seconds)``,
-    which appends the worker's name to ``<key>:started``, sleeps, then to ``<key>:done``;
-    ``demo.slow_early_ack``, the same acknowledged as it starts (Celery's default), not after.
-    """
-    app = make_celery(
-        url,
-        main="redai_lab.demo",
-        visibility_timeout=3,
-        result_expires=600,
-        # kombu looks for expired deliveries every 10 s, acting on one look in 10: every second here.
-        # Each look holds a lock (`unacked_mutex`) that outlives a worker killed during it, and
-        # stops every other worker's looks, for 300 s by default: 1 s here.
-        transport_options={
-            "unacked_restore_interval": 1, "unacked_restore_throttle": 1, "unacked_mutex_expire": 1,
-        },
-    )
-    # No remote control (`celery inspect`, `control`): the lesson's workers need no broadcast channel.
-    app.conf.worker_enable_remote_control = False
-
-    @functools.cache
-    def client() -> redis.Redis:  # connected on first use, in the worker
-        return connect(url)
-
-    @app.task(name="demo.add", shared=False)
-    def add(x: int, y: int) -> int:
-        return x + y
-
-    @app.task(name="demo.flaky", bind=True, max_retries=5, shared=False)
-    def flaky(self: Task, failures: int) -> int:
-        if self.request.retries < failures:
-            raise self.retry(exc=ConnectionError("upstream unavailable"), countdown=1)
-        return int(self.request.retries)
-
-    def slow(self: Task, key: str, seconds: float) -> str:
-        worker = str(self.request.hostname)
-        client().rpush(f"{key}:started", worker)
-        time.sleep(seconds)
-        client().rpush(f"{key}:done", worker)
-        return worker
-
-    app.task(name="demo.slow", bind=True, shared=False)(slow)
-    # Celery's default: acknowledged as it starts, before it has done anything.
-    app.task(name="demo.slow_early_ack", bind=True, shared=False, acks_late=False)(slow)
-    return app
-
-
-class CeleryWorker:
-    """A running ``celery worker`` process of ``demo_app``; ``stop()`` it (or use ``with``)."""
-
-    def __init__(self, process: subprocess.Popen[bytes], name: str, log_path: Path) -> None:
-        self.process = process
-        self.name = name
-        self.log_path = log_path
-        self._final_log: str | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log(self) -> str:
-        """Everything the worker wrote so far (banner, log lines, tracebacks); all of it after ``stop()``."""
-        if self._final_log is not None:
-            return self._final_log
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def kill(self) -> int:
-        """SIGKILL: the worker dies at once, as in a crash or an OOM kill; return its exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-        return self.process.wait()
-
-    def stop(self, timeout: float = 15) -> int:
-        """Warm shutdown (SIGTERM: finish the running task), SIGKILL after ``timeout``; idempotent.
-
-        The log file is removed; ``log()`` keeps returning its text.
-        """
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self._final_log is None:
-            self._final_log = self.log()
-            self.log_path.unlink(missing_ok=True)
-        return int(self.process.returncode)
-
-    def __enter__(self) -> CeleryWorker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def start_worker(
-    url: str, *, name: str = "worker", pool: str = "solo", concurrency: int = 1, timeout: float = 30
-) -> CeleryWorker:
-    """Start ``celery -A redai_lab.celery_demo worker`` on ``url`` and wait until it consumes.
-
-    Its hostname is ``<name>@redai-lab``. Output goes to a temporary log file (``.log()``),
-    never to the caller's stdout/stderr.
-    """
-    if pool not in ("solo", "threads", "prefork"):
-        raise ValueError(f"pool must be 'solo', 'threads' or 'prefork', got {pool!r}.")
-    env = {key: value for key, value in os.environ.items() if key not in CELERY_ENV_OVERRIDES}
-    env[CELERY_URL_ENV] = url
-    log_fd, log_name = tempfile.mkstemp(prefix=f"redai-lab-celery-{name}-", suffix=".log")
-    hostname = f"{name}@redai-lab"
-    process = popen_tied_to_process(  # dies with this process, whichever thread started it
-        args=[
-            sys.executable, "-m", "celery", "-A", "redai_lab.celery_demo", "worker",
-            f"--hostname={hostname}", f"--pool={pool}", f"--concurrency={concurrency}", "--loglevel=INFO",
-            # No broadcast traffic: the lesson's worker talks to its own queue only.
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ],
-        stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT, env=env,
-        start_new_session=True,
-    )
-    os.close(log_fd)
-    worker = CeleryWorker(process, hostname, Path(log_name))
-    atexit.register(worker.stop)  # a worker never outlives its caller, nor leaves its log behind
-    deadline = time.monotonic() + timeout
-    while f"{hostname} ready." not in worker.log():
-        if process.poll() is not None or time.monotonic() > deadline:
-            last = worker.log().strip().splitlines()[-3:]
-            worker.stop(timeout=0)
-            raise LabError(f"celery worker {hostname} did not start: {' | '.join(last) or 'no output'}")
-        time.sleep(0.05)
-    return worker

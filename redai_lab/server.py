@@ -44,11 +44,10 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
 import redis
 
-from .errors import NoRedisServerError, ServerStartError
+from .errors import NoRedisServerError, ServerStartError, redact
 
 LAB_URL_ENV = "REDAI_LAB_REDIS_URL"
 USER_URL_ENV = "REDIS_URL"
@@ -135,35 +134,6 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def redact(url: str) -> str:
-    """The URL with every password replaced by ``***``, for messages and logs.
-
-    Both places redis-py reads a password from are hidden: the user part (``:PASSWORD@``,
-    ``USER:PASSWORD@``) and query parameters (``?password=``, ``ssl_password=``). A password
-    that holds an unescaped ``/``, ``?`` or ``#`` splits the URL before its ``@``: then everything
-    up to the last ``@`` is hidden. Works on any string, even one that is not a valid URL.
-    """
-    scheme, separator, rest = url.partition("://")
-    if not separator:
-        scheme, rest = "", url
-    userinfo, at, rest = rest.rpartition("@")
-    if at:
-        if any(mark in userinfo for mark in "/?#"):
-            userinfo = "***"
-        elif ":" in userinfo:
-            userinfo = userinfo.split(":", 1)[0] + ":***"
-        rest = f"{userinfo}@{rest}"
-    address, question, query = rest.partition("?")
-    if question:
-        query, hash_mark, fragment = query.partition("#")
-        pairs = [
-            f"{name}=***" if equals and "password" in unquote_plus(name).lower() else f"{name}{equals}{value}"
-            for name, equals, value in (pair.partition("=") for pair in query.split("&"))
-        ]
-        rest = f"{address}?{'&'.join(pairs)}{hash_mark}{fragment}"
-    return f"{scheme}{separator}{rest}"
 
 
 def find_or_start() -> RedisServer:

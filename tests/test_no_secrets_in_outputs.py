@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from redai_lab.server import redact
+from redai_lab.errors import redact
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-# What redai_lab.server.redact puts in a password's place, kombu's mask, and the placeholders of
+# What redai_lab.errors.redact puts in a password's place, kombu's mask, and the placeholders of
 # the URL syntax lessons explain (redis://[[user]:password@]host, redis://:PASSWORD@...).
 NOT_SECRETS = {"***", "**", "password", "PASSWORD", ""}
 

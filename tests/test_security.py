@@ -12,8 +12,9 @@ import pytest
 import redis
 
 from redai_lab.acl import SERVICE_RULES, acl_hash, create_user, new_password, permissions
+from redai_lab.errors import redact
 from redai_lab.lesson import redis_cli
-from redai_lab.server import RedisServer, find_server_binary, redact, start_local
+from redai_lab.server import RedisServer, find_server_binary, start_local
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +160,7 @@ def test_a_disabled_default_user_lets_nobody_in_without_a_password(passwords: di
 
 
 def test_a_real_celery_worker_runs_a_task_as_the_celery_user(server: RedisServer, passwords: dict[str, str]) -> None:
-    from redai_lab.queues import demo_app, start_worker
+    from redai_lab.celery_demo import demo_app, start_worker
 
     url = f"redis://celery:{passwords['celery']}@{server.url.removeprefix('redis://')}"
     admin = redis.Redis.from_url(server.url, decode_responses=True)

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from redai_lab import server as lab
-from redai_lab.errors import NoRedisServerError, ServerStartError
+from redai_lab.errors import NoRedisServerError, ServerStartError, redact
 
 
 def _pid_of(url: str) -> int:
@@ -207,8 +207,8 @@ def test_docker_engine_absent_here_is_reported_not_raised() -> None:
     ],
 )
 def test_redact_hides_every_password(url, shown) -> None:
-    assert lab.redact(url) == shown
-    assert "s3" not in lab.redact(url)
+    assert redact(url) == shown
+    assert "s3" not in redact(url)
 
 
 def test_connection_errors_never_show_a_query_password() -> None:
