@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING
 
 import redis
 from celery import Celery, Task  # type: ignore[import-untyped]
@@ -25,6 +25,9 @@ from .connection import connect
 from .errors import LabError
 from .queues import make_celery
 from .server import popen_tied_to_process
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 CELERY_URL_ENV = "REDAI_LAB_CELERY_URL"
 # Celery reads these environment variables *before* its configuration: they would silently

@@ -17,10 +17,13 @@ from __future__ import annotations
 import random
 import socket
 import threading
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit
 
 import redis
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 # What a proxy does with a connection it just accepted: forward it, close it at once (a server
 # restarting), or hold it unanswered (a partition).
