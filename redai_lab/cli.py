@@ -16,14 +16,13 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import NoReturn
 
 import redis
 
 from .connection import explain
 from .errors import LabError
-from .server import LAB_URL_ENV, USER_URL_ENV, find_or_start
+from .server import LAB_URL_ENV, USER_URL_ENV, find_or_start, stop_on_signals
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 FIRST_LESSON = "00_getting_started.ipynb"
@@ -116,7 +115,7 @@ def _server_url() -> str:
 
 
 def run_start(args: argparse.Namespace) -> int:
-    with _stop_on_signals(), find_or_start() as server:
+    with stop_on_signals(), find_or_start() as server:
         print(f"redai-lab: {server.describe()}", flush=True)
         env = dict(os.environ)
         if server.throwaway:
@@ -147,7 +146,7 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def run_server(args: argparse.Namespace) -> int:
-    with _stop_on_signals(), find_or_start() as server:
+    with stop_on_signals(), find_or_start() as server:
         print(server.describe())
         if server.throwaway:
             print(f"export {LAB_URL_ENV}={server.url}")
@@ -158,7 +157,7 @@ def run_server(args: argparse.Namespace) -> int:
 def run_sentinel(args: argparse.Namespace) -> int:
     from .topology import start_sentinel_topology
 
-    with _stop_on_signals(), start_sentinel_topology(args.replicas, args.sentinels) as topology:
+    with stop_on_signals(), start_sentinel_topology(args.replicas, args.sentinels) as topology:
         assert topology.primary is not None
         print(f"{topology.primary.product}: a primary, {args.replicas} replicas and {args.sentinels} "
               f"Sentinels watching service {topology.service_name!r}")
@@ -175,7 +174,7 @@ def run_sentinel(args: argparse.Namespace) -> int:
 def run_cluster(args: argparse.Namespace) -> int:
     from .topology import start_cluster
 
-    with _stop_on_signals(), start_cluster(args.primaries, args.replicas) as cluster:
+    with stop_on_signals(), start_cluster(args.primaries, args.replicas) as cluster:
         total = args.primaries * (1 + args.replicas)
         print(f"{cluster.nodes[0].product}: a Cluster of {total} nodes, {args.primaries} primaries "
               f"with {args.replicas} replica(s) each")
@@ -212,7 +211,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     scale = "quick" if args.quick else bench.scale_from_env(default="full")
     out = _writable(bench.check_format(args.out)) if args.out else None  # fails before measuring
-    with _stop_on_signals(), find_or_start() as server:
+    with stop_on_signals(), find_or_start() as server:
         lesson = benchmarks.bench_database(server)
         try:
             frame = benchmarks.run_benchmark(args.benchmark, lesson, scale)
@@ -262,25 +261,6 @@ def _writable(out: Path) -> Path:
     if not os.access(out if out.exists() else out.parent, os.W_OK):
         raise BenchError(f"Cannot write {out}: permission denied; choose a path you can write to.")
     return out
-
-
-class _stop_on_signals:
-    """Turn SIGTERM into SystemExit and SIGINT into KeyboardInterrupt, so ``with`` blocks (and the
-    server they hold) unwind. SIGINT is set explicitly: a shell starts background jobs with it
-    ignored, and Python then never raises KeyboardInterrupt, so "Ctrl-C stops it" would not hold."""
-
-    def __enter__(self) -> None:
-        self._previous = signal.signal(signal.SIGTERM, self._exit), signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGTERM, self._previous[0])
-        signal.signal(signal.SIGINT, self._previous[1])
-
-    @staticmethod
-    def _exit(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-
 
 
 if __name__ == "__main__":

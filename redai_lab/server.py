@@ -43,6 +43,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import redis
@@ -597,3 +598,21 @@ def popen_tied_to_process(**kwargs: Any) -> subprocess.Popen[Any]:
     started from a thread that lives as long as the process (``_Spawner``).
     """
     return _spawner.popen(kwargs)
+
+
+class stop_on_signals:  # a context manager named for how it reads: `with stop_on_signals():`
+    """Turn SIGTERM into SystemExit and SIGINT into KeyboardInterrupt, so ``with`` blocks (and the
+    servers they hold) unwind: for the commands that run until Ctrl-C. SIGINT is set explicitly:
+    a shell starts background jobs with it ignored, and Python then never raises
+    KeyboardInterrupt, so "Ctrl-C stops it" would not hold."""
+
+    def __enter__(self) -> None:
+        self._previous = signal.signal(signal.SIGTERM, self._exit), signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._previous[0])
+        signal.signal(signal.SIGINT, self._previous[1])
+
+    @staticmethod
+    def _exit(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)

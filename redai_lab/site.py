@@ -50,6 +50,7 @@ from mkdocs.structure.pages import Page
 from mkdocs.structure.toc import get_toc
 
 from .errors import LabError
+from .server import stop_on_signals
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8800
@@ -448,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"the handbook: http://127.0.0.1:{server.server_address[1]}/index.html  (Ctrl-C stops)", flush=True)
     try:
-        threading.Event().wait()
+        with stop_on_signals():
+            threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:

@@ -200,7 +200,13 @@ def test_hidden_cells_links_math_and_new_lessons_on_a_small_site(tmp_path: Path)
     assert "02 new" in (out / "index.html").read_text(encoding="utf-8")  # in the nav, "More lessons"
 
 
-def test_docs_serves_on_loopback_until_ctrl_c(tmp_path: Path) -> None:
+def _as_background_job() -> None:
+    """What a non-interactive shell does to a job started with `&`: SIGINT ignored, inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("start_as", [None, _as_background_job], ids=["foreground", "background-job"])
+def test_docs_serves_on_loopback_until_ctrl_c(tmp_path: Path, start_as) -> None:
     root = small_repository(tmp_path, [code_cell("print('hello')", 1, [stream("hello\n")])])
     server = subprocess.Popen(
         [
@@ -218,6 +224,7 @@ def test_docs_serves_on_loopback_until_ctrl_c(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=site.ROOT,
+        preexec_fn=start_as,
     )
     try:
         line = server.stdout.readline()  # type: ignore[union-attr]
