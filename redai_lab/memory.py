@@ -236,7 +236,9 @@ def _write(r: redis.Redis, workload: CacheWorkload, key_ids: Sequence[int] | ran
 def _run_policy(
     r: redis.Redis, workload: CacheWorkload, key_ids: list[int], policy: str, maxmemory: int
 ) -> EvictionResult:
-    r.flushall()
+    # SYNC: Valkey 8+ flushes in a background thread by default (lazyfree-lazy-user-flush), so
+    # the memory would still be held, with no key left to evict, when the next policy writes.
+    r.execute_command("FLUSHALL", "SYNC")
     r.config_set("maxmemory-policy", policy)
     r.config_set("maxmemory", maxmemory)
     r.config_resetstat()
