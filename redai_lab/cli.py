@@ -101,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
+    except KeyboardInterrupt:  # Ctrl-C at any moment, not only while a command waits for it
+        return 128 + signal.SIGINT
     except LabError as exc:
         print(f"redai-lab: {exc}", file=sys.stderr)
         return 2

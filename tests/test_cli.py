@@ -15,6 +15,7 @@ import urllib.request
 import pytest
 import redis
 
+from redai_lab import cli
 from redai_lab.server import LAB_URL_ENV, USER_URL_ENV, docker_engine_answers, start_container
 
 CLI = [sys.executable, "-m", "redai_lab.cli"]
@@ -81,6 +82,17 @@ def test_info_describes_the_server(lab_server) -> None:
     result = subprocess.run(CLI + ["info"], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0
     assert f"{lab_server.product} (lab, throwaway)" in result.stdout
+
+
+def test_ctrl_c_at_any_moment_exits_130_without_a_traceback(monkeypatch, capsys) -> None:
+    """Not only while a command waits for Ctrl-C: between two prints of `server`, mid-benchmark."""
+    def interrupted(args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_info", interrupted)
+    assert cli.main(["info"]) == 128 + signal.SIGINT
+    captured = capsys.readouterr()
+    assert captured.out == captured.err == ""
 
 
 def test_errors_are_one_line_and_exit_2() -> None:
