@@ -86,7 +86,7 @@ def start_partitionable_topology(
     """
     if replicas < 1 or sentinels < 1:
         raise ValueError("A partitionable topology needs at least 1 replica and 1 Sentinel.")
-    topology = PartitionableTopology()
+    topology = PartitionableTopology(down_after_ms=down_after_ms)
     try:
         nodes = [topology._start() for _ in range(1 + replicas)]
         for node in nodes:

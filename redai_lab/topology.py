@@ -18,7 +18,8 @@ reported as a one-line ``ServerStartError``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,9 +74,25 @@ class SentinelTopology(_Nodes):
     primary: RedisServer | None = None  # the primary at start; after a failover ask a Sentinel
     replicas: list[RedisServer] = field(default_factory=list)
     sentinels: list[RedisServer] = field(default_factory=list)
+    down_after_ms: int = 1000  # how long the primary must stay silent before a Sentinel calls it down
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         return [address(s) for s in self.sentinels]
+
+    @contextmanager
+    def down_after(self, ms: int) -> Iterator[None]:
+        """Inside the block, every Sentinel waits ``ms`` ms of silence before it calls the primary
+        down (``SENTINEL SET ... down-after-milliseconds``); after it, ``down_after_ms`` again."""
+        self._set_down_after(ms)
+        try:
+            yield
+        finally:
+            self._set_down_after(self.down_after_ms)
+
+    def _set_down_after(self, ms: int) -> None:
+        for sentinel in self.sentinels:
+            with client_for(sentinel) as client:
+                client.execute_command("SENTINEL", "SET", self.service_name, "down-after-milliseconds", ms)
 
     def data_nodes(self) -> list[RedisServer]:
         """The primary and replicas (their roles change with a failover)."""
@@ -133,7 +150,7 @@ def start_sentinel_topology(
     if replicas < 0 or sentinels < 1:
         raise ValueError("A Sentinel topology needs at least 1 Sentinel and 0 or more replicas.")
     quorum = quorum or sentinels // 2 + 1
-    topology = SentinelTopology(binary=binary)
+    topology = SentinelTopology(binary=binary, down_after_ms=down_after_ms)
     try:
         topology.primary = topology._start()
         host, port = address(topology.primary)

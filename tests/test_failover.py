@@ -108,10 +108,27 @@ def test_wait_1_confirms_no_write_the_partition_loses(topology) -> None:
 
 def test_min_replicas_to_write_makes_the_isolated_primary_refuse(topology) -> None:
     old_port = address(topology.primary)[1]
-    run = measure_failover(topology, fault="partition", guard="min-replicas-to-write 1")
+    with topology.down_after(5000):  # the refusals start within ~3 s: fail over after they did
+        run = measure_failover(topology, fault="partition", guard="min-replicas-to-write 1")
     assert run.refused > 0 and run.lost >= run.dropped_by_old_primary
+    first_refusal = min(t for t, outcome in run.timeline if outcome == "refused")
+    assert all(t < first_refusal for t, outcome in run.timeline if outcome == "lost")  # the window closed
+    assert run.downtime > 5
     _accounted_exactly(topology, run)
     _whole_again(topology, old_port)
+
+
+def test_down_after_holds_inside_the_block_only(topology) -> None:
+    def down_after_ms() -> set[int]:
+        seen = set()
+        for sentinel in topology.sentinels:
+            with client_for(sentinel) as client:
+                seen.add(client.sentinel_master(topology.service_name)["down-after-milliseconds"])
+        return seen
+
+    with topology.down_after(5000):
+        assert down_after_ms() == {5000}
+    assert down_after_ms() == {topology.down_after_ms} == {1000}
 
 
 def test_bad_arguments_are_one_line_errors(topology) -> None:
