@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from redai_lab import exercises
 from redai_lab.errors import LabError
-from redai_lab.lesson import missing_tools
-from redai_lab.server import LAB_URL_ENV, RedisServer, find_or_start
+from redai_lab.lab import exercises
+from redai_lab.lab.lesson import missing_tools
+from redai_lab.lab.server import LAB_URL_ENV, RedisServer, find_or_start
 
 _server: RedisServer | None = None
 

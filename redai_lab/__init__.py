@@ -9,7 +9,6 @@ Notebooks teach; this package does. Start here::
     lesson.finish()                      # leave nothing behind
 """
 
-from .connection import connect, connect_cluster
 from .errors import (
     LabConnectionError,
     LabError,
@@ -18,8 +17,9 @@ from .errors import (
     RefusedToFlushError,
     ServerStartError,
 )
-from .lesson import Lesson, start_lesson
-from .server import RedisServer, find_or_start, lab_server
+from .lab.connection import connect, connect_cluster
+from .lab.lesson import Lesson, start_lesson
+from .lab.server import RedisServer, find_or_start, lab_server
 
 __all__ = [
     "LabConnectionError",

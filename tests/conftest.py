@@ -17,10 +17,10 @@ import pytest
 import redis
 from topologies import CLUSTER_SCHEME, connect_to
 
-from redai_lab.lesson import Lesson, start_lesson
-from redai_lab.roundtrips import RoundTripCounter
-from redai_lab.server import RedisServer
-from redai_lab.topology import ClusterTopology, start_cluster
+from redai_lab.lab.lesson import Lesson, start_lesson
+from redai_lab.lab.roundtrips import RoundTripCounter
+from redai_lab.lab.server import RedisServer
+from redai_lab.lab.topology import ClusterTopology, start_cluster
 
 _cluster: ClusterTopology | None = None
 _client: redis.RedisCluster | None = None

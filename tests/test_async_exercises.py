@@ -7,9 +7,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from redai_lab.exercises import call
-from redai_lab.server import start_local
-from redai_lab.tls import make_certificates, start_tls_server, tls_binary
+from redai_lab.lab.exercises import call
+from redai_lab.lab.server import start_local
+from redai_lab.lab.tls import make_certificates, start_tls_server, tls_binary
 
 
 async def write_and_name(r: redis.asyncio.Redis, key: str) -> str:

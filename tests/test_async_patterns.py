@@ -17,9 +17,9 @@ import redis
 import redis.asyncio
 from topologies import connect_async, node_url
 
-from redai_lab.cache import AsyncCache, Cache, CacheEntryError
-from redai_lab.locks import AsyncLock, Lock, LockDataError, LockNotOwnedError
-from redai_lab.ratelimit import (
+from redai_lab.patterns.cache import AsyncCache, Cache, CacheEntryError
+from redai_lab.patterns.locks import AsyncLock, Lock, LockDataError, LockNotOwnedError
+from redai_lab.patterns.ratelimit import (
     GCRA,
     AsyncRateLimiter,
     FixedWindow,

@@ -17,11 +17,11 @@ import pytest
 import redis
 from redis._parsers import _HiredisParser, _RESP2Parser
 
-from redai_lab import bench as hb
-from redai_lab import benchmarks as bm
 from redai_lab import connect
-from redai_lab.bench import Bench, BenchError, Plan
-from redai_lab.lesson import database_count
+from redai_lab.bench import benchmarks as bm
+from redai_lab.bench import harness as hb
+from redai_lab.bench.harness import Bench, BenchError, Plan
+from redai_lab.lab.lesson import database_count
 
 # --- statistics on synthetic timings --------------------------------------------------------
 

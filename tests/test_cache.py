@@ -1,4 +1,4 @@
-"""redai_lab.cache against a real server: keys, envelopes, leases, XFetch, warming, with real
+"""redai_lab.patterns.cache against a real server: keys, envelopes, leases, XFetch, warming, with real
 threads and processes."""
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import redis
 from redis.crc import key_slot
 from topologies import connect_to
 
-from redai_lab.cache import (
+from redai_lab.errors import InvalidArgument
+from redai_lab.patterns.cache import (
     Cache,
     CacheEntryError,
     CacheStats,
@@ -30,8 +31,7 @@ from redai_lab.cache import (
     UncacheableArgument,
     should_recompute_early,
 )
-from redai_lab.errors import InvalidArgument
-from redai_lab.serializers import JsonSerializer, SerializationError
+from redai_lab.patterns.serializers import JsonSerializer, SerializationError
 
 pytestmark = pytest.mark.cluster_too
 
@@ -114,7 +114,7 @@ def test_decorator_keys_are_the_same_in_another_process(r: redis.Redis) -> None:
     cache = Cache(r, "t")
     key = cache.cached(name="stats")(lambda exam, options: None).key(7, {"b": [1, 2], "a": "é"})
     code = (
-        "import redis; from redai_lab.cache import Cache\n"
+        "import redis; from redai_lab.patterns.cache import Cache\n"
         "c = Cache(redis.Redis(), 't')\n"
         "print(c.cached(name='stats')(lambda exam, options: None).key(exam=7, options={'a': 'é', 'b': (1, 2)}))"
     )

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from redai_lab import cli
-from redai_lab.server import LAB_URL_ENV, USER_URL_ENV, docker_engine_answers, start_container
+from redai_lab.lab.server import LAB_URL_ENV, USER_URL_ENV, docker_engine_answers, start_container
 
 CLI = [sys.executable, "-m", "redai_lab.cli"]
 
@@ -174,7 +174,7 @@ def test_a_redis_error_such_as_a_missing_permission_is_one_line(lab_server) -> N
 
 
 def test_a_server_killed_mid_benchmark_is_one_line(tmp_path) -> None:
-    from redai_lab.server import start_local
+    from redai_lab.lab.server import start_local
 
     server = start_local(modules=[])
     watcher = redis.Redis.from_url(server.url)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from redai_lab import bench, benchmarks, cli, connect
-from redai_lab.lesson import database_count
+from redai_lab import cli, connect
+from redai_lab.bench import benchmarks, harness
+from redai_lab.lab.lesson import database_count
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_bench_runs_quick_and_writes_the_file(tmp_path, capsys, bench_db, name, 
     assert cli.main(["bench", name, "--quick", "--out", str(tmp_path / out)]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(f"{name} (quick): Redis ") and f"wrote {tmp_path / out}" in printed
-    frame = bench.load(tmp_path / out)
+    frame = harness.load(tmp_path / out)
     assert columns <= set(frame.columns) and len(frame) > 0
     assert frame.attrs["environment"]["scale"] == "quick"
     assert frame["ops_per_s"].gt(0).all()
@@ -102,7 +103,7 @@ def test_a_folder_or_an_unwritable_path_fails_before_measuring(tmp_path, capsys,
 
 
 def test_a_bad_scale_in_the_environment_is_one_line(monkeypatch, capsys) -> None:
-    monkeypatch.setenv(bench.SCALE_ENV, "tiny")
+    monkeypatch.setenv(harness.SCALE_ENV, "tiny")
     assert cli.main(["bench", "pool"]) == 2
     assert "REDAI_LAB_BENCH_SCALE='tiny' is not a scale" in capsys.readouterr().err
 
@@ -153,7 +154,7 @@ def wait_until(condition, timeout: float) -> bool:
 def probe_of(pid: int) -> int | None:
     for child in descendants(pid):
         with contextlib.suppress(OSError):
-            if b"redai_lab.benchmarks" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if b"redai_lab.bench.benchmarks" in Path(f"/proc/{child}/cmdline").read_bytes():
                 return child
     return None
 
@@ -162,7 +163,7 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="re
 
 PROBE_SCRIPT = """
 import sys, time
-from redai_lab.benchmarks import LatencyProbe
+from redai_lab.bench.benchmarks import LatencyProbe
 with LatencyProbe(sys.argv[1], "bench:probe"):
     print("probing", flush=True)
     time.sleep(120)
@@ -189,8 +190,8 @@ def test_the_latency_probe_dies_with_its_parent_and_leaves_no_process(redis_url,
 def test_bench_scan_killed_during_its_probe_leaves_nothing_the_next_run_does_not_remove(tmp_path) -> None:
     """SIGKILL mid-benchmark on a server the lab did not start: no process stays, and the next
     run deletes the keys left under the lab's prefix (and nothing else)."""
-    from redai_lab.lesson import ALLOW_FLUSH_ENV
-    from redai_lab.server import LAB_URL_ENV, USER_URL_ENV, start_local
+    from redai_lab.lab.lesson import ALLOW_FLUSH_ENV
+    from redai_lab.lab.server import LAB_URL_ENV, USER_URL_ENV, start_local
 
     with start_local(modules=[]) as foreign:
         env = {key: value for key, value in os.environ.items() if key not in (LAB_URL_ENV, ALLOW_FLUSH_ENV)}

@@ -42,8 +42,8 @@ def _command_lines() -> list[str]:
 
 
 def test_connect_cluster_errors_are_one_line(lab_server) -> None:
-    from redai_lab.connection import connect_cluster
     from redai_lab.errors import LabConnectionError
+    from redai_lab.lab.connection import connect_cluster
 
     for url, expected in [(lab_server.url, "not in cluster mode"), ("redis://127.0.0.1:1/0", "Cannot reach Redis"),
                           ("http://x", "Not a Redis URL")]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from redai_lab.commanddocs import command_docs, commands_table
+from redai_lab.lab.commanddocs import command_docs, commands_table
 
 
 @pytest.mark.usefixtures("redis_docs")

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from redai_lab.commanddocs import command_docs
-from redai_lab.commands import (
+from redai_lab.lab.commanddocs import command_docs
+from redai_lab.lab.commands import (
     COMMANDS,
     Command,
     Mismatch,
@@ -13,7 +13,7 @@ from redai_lab.commands import (
     version,
     version_table,
 )
-from redai_lab.features import server_version
+from redai_lab.lab.features import server_version
 
 
 def test_table_is_well_formed() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from redai_lab import compat
-from redai_lab.commands import COMMANDS, Command
-from redai_lab.server import find_server_binary
+from redai_lab.lab import compat
+from redai_lab.lab.commands import COMMANDS, Command
+from redai_lab.lab.server import find_server_binary
 
 NOTEBOOKS = sorted(p.stem for p in (compat.PROJECT / "notebooks").glob("*.ipynb") if re.match(r"\d\db?_", p.stem))
 

@@ -15,7 +15,8 @@ import pytest
 import redis
 
 from redai_lab import connect
-from redai_lab.connection import (
+from redai_lab.errors import LabConnectionError, LabError
+from redai_lab.lab.connection import (
     INTROSPECTION,
     REPEATABLE,
     LabRedis,
@@ -24,10 +25,9 @@ from redai_lab.connection import (
     command_name,
     is_repeatable,
 )
-from redai_lab.errors import LabConnectionError, LabError
-from redai_lab.faults import ReplyCutter
-from redai_lab.pubsub import Listener
-from redai_lab.server import start_local
+from redai_lab.lab.faults import ReplyCutter
+from redai_lab.lab.server import start_local
+from redai_lab.patterns.pubsub import Listener
 
 
 def _closed_port() -> int:
@@ -331,7 +331,7 @@ def test_a_server_that_drops_connections_is_not_taken_for_a_tls_one(cutter: Repl
     assert "TLS" not in str(error.value)
     assert cutter.refused == 2  # the PING, then the TLS handshake that did not happen
 
-DEBIAN_REDIS = "/usr/bin/redis-check-rdb"  # Debian's redis-server, built with TLS (see redai_lab.server)
+DEBIAN_REDIS = "/usr/bin/redis-check-rdb"  # Debian's redis-server, built with TLS (see redai_lab.lab.server)
 
 
 @pytest.mark.skipif(not (os.path.exists(DEBIAN_REDIS) and shutil.which("openssl")),

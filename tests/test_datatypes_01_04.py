@@ -1,4 +1,4 @@
-"""Lessons 01-04: the capped list (``redai_lab.capped``), ``printed_warnings``, and the lessons'
+"""Lessons 01-04: the capped list (``redai_lab.patterns.capped``), ``printed_warnings``, and the lessons'
 concurrency claims, proven with real threads against the real server: INCR loses no update where
 GET+SET does, competing BLPOP consumers each get a job exactly once, and a capped list is never
 seen longer than its cap."""
@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from redai_lab.capped import CappedList
-from redai_lab.connection import connect
-from redai_lab.deprecations import printed_warnings
+from redai_lab.lab.connection import connect
+from redai_lab.lab.deprecations import printed_warnings
+from redai_lab.patterns.capped import CappedList
 
 
 def test_push_keeps_the_newest_items_newest_first(r) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from redai_lab import durability
-from redai_lab.durability import (
+from redai_lab.lab import durability
+from redai_lab.lab.durability import (
     AOF_ALWAYS,
     AOF_EVERYSEC,
     AOF_NO,
@@ -29,7 +29,7 @@ from redai_lab.durability import (
     start_server,
     summary,
 )
-from redai_lab.features import has_command
+from redai_lab.lab.features import has_command
 
 # A process that writes to files the way Redis does (open, write, fsync, close, rename), says
 # "ready" and waits to be killed. argv: the directory; the steps are the test's.

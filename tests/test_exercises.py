@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from redai_lab import exercises
-from redai_lab.exercises import Case, Exercise, ExerciseFailed, Spec
-from redai_lab.features import has_command
+from redai_lab.lab import exercises
+from redai_lab.lab.exercises import Case, Exercise, ExerciseFailed, Spec
+from redai_lab.lab.features import has_command
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 LESSONS = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if re.match(r"\d\db?_", p.stem))

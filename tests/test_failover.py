@@ -11,10 +11,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from test_topology import _child_servers
 
-from redai_lab.failover import LOG, measure_failover, start_partitionable_topology
-from redai_lab.faults import PartitionProxy
-from redai_lab.server import start_local
-from redai_lab.topology import address, client_for
+from redai_lab.lab.failover import LOG, measure_failover, start_partitionable_topology
+from redai_lab.lab.faults import PartitionProxy
+from redai_lab.lab.server import start_local
+from redai_lab.lab.topology import address, client_for
 
 
 def _connect(proxy: PartitionProxy) -> socket.socket:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import redis
 
-from redai_lab.connection import OutcomeUnknownError, connect
-from redai_lab.faults import ConnectionKiller
-from redai_lab.queues import ReliableQueue
+from redai_lab.lab.connection import OutcomeUnknownError, connect
+from redai_lab.lab.faults import ConnectionKiller
+from redai_lab.patterns.queues import ReliableQueue
 
 VICTIM = "fault-victim"  # the client name of every connection the killer cuts
 THREADS = 4

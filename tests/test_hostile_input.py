@@ -17,13 +17,13 @@ import pytest
 import redis
 
 from redai_lab import connect
-from redai_lab.cache import Cache, CacheEntryError, should_recompute_early
-from redai_lab.capped import CappedList, CappedListDataError
 from redai_lab.errors import MAX_SECONDS, InvalidArgument, InvalidArgumentType, LabError, check_seconds
-from redai_lab.leaderboard import Leaderboard, LeaderboardDataError
-from redai_lab.locks import FencedStorage, Lock, LockDataError, Semaphore, contend
-from redai_lab.pubsub import Listener, ListenerDataError
-from redai_lab.ratelimit import (
+from redai_lab.patterns.cache import Cache, CacheEntryError, should_recompute_early
+from redai_lab.patterns.capped import CappedList, CappedListDataError
+from redai_lab.patterns.leaderboard import Leaderboard, LeaderboardDataError
+from redai_lab.patterns.locks import FencedStorage, Lock, LockDataError, Semaphore, contend
+from redai_lab.patterns.pubsub import Listener, ListenerDataError
+from redai_lab.patterns.ratelimit import (
     GCRA,
     MAX_NOW,
     FixedWindow,
@@ -32,8 +32,8 @@ from redai_lab.ratelimit import (
     SlidingWindowCounter,
     TokenBucket,
 )
-from redai_lab.serializers import JsonSerializer, SerializationError
-from redai_lab.sessions import SessionDataError, SessionNotFound, SessionStore
+from redai_lab.patterns.serializers import JsonSerializer, SerializationError
+from redai_lab.patterns.sessions import SessionDataError, SessionNotFound, SessionStore
 
 NAN, INF = math.nan, math.inf
 BAD_SECONDS = [NAN, INF, -INF, -1, 0, "5", None, True, MAX_SECONDS + 1, 10**400]

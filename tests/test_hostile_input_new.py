@@ -15,14 +15,14 @@ import redis
 import redis.asyncio
 from test_hostile_input import NAN, refused  # tests/ is on sys.path (prepend import mode)
 
-from redai_lab.acl import create_user, permissions
-from redai_lab.cache import AsyncCache, Cache
 from redai_lab.errors import InvalidArgument, InvalidArgumentType, MissingFeatureError
-from redai_lab.features import has_command
-from redai_lab.locks import AsyncLock, Lock, LockDataError
-from redai_lab.ratelimit import GCRA, AsyncRateLimiter
-from redai_lab.semantic_cache import SemanticCache, SemanticCacheDataError
-from redai_lab.server import find_server_binary, start_local
+from redai_lab.lab.acl import create_user, permissions
+from redai_lab.lab.features import has_command
+from redai_lab.lab.server import find_server_binary, start_local
+from redai_lab.patterns.cache import AsyncCache, Cache
+from redai_lab.patterns.locks import AsyncLock, Lock, LockDataError
+from redai_lab.patterns.ratelimit import GCRA, AsyncRateLimiter
+from redai_lab.patterns.semantic_cache import SemanticCache, SemanticCacheDataError
 
 
 def embed(question: str) -> list[float]:

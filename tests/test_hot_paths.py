@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 import redis
 
-from redai_lab import cache as cache_module
-from redai_lab.cache import Cache
-from redai_lab.connection import PoolTimeoutError, connect
 from redai_lab.errors import LabError
-from redai_lab.locks import AsyncLock, Lock
-from redai_lab.ratelimit import FixedWindow, SlidingWindowCounter
-from redai_lab.sessions import SessionStore
+from redai_lab.lab.connection import PoolTimeoutError, connect
+from redai_lab.patterns import cache as cache_module
+from redai_lab.patterns.cache import Cache
+from redai_lab.patterns.locks import AsyncLock, Lock
+from redai_lab.patterns.ratelimit import FixedWindow, SlidingWindowCounter
+from redai_lab.patterns.sessions import SessionStore
 
 
 def commands_run(r: redis.Redis, body: Any) -> dict[str, int]:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from redai_lab.errors import MissingFeatureError
-from redai_lab.features import ensure, has_command, require, server_version
-from redai_lab.keyinfo import key_info, keys_table
+from redai_lab.lab.features import ensure, has_command, require, server_version
+from redai_lab.lab.keyinfo import key_info, keys_table
 
 
 def test_key_info_of_each_type(r) -> None:
@@ -44,7 +44,7 @@ def test_features(r, capsys) -> None:
 def test_a_missing_feature_is_logged_for_the_compatibility_matrix(r, tmp_path, monkeypatch, capsys) -> None:
     import json
 
-    from redai_lab import features, lesson
+    from redai_lab.lab import features, lesson
 
     log = tmp_path / "gaps.jsonl"
     monkeypatch.setenv(features.COMPAT_LOG_ENV, str(log))

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from redai_lab.leaderboard import MAX_PAGE_SIZE, Entry, Leaderboard
+from redai_lab.patterns.leaderboard import MAX_PAGE_SIZE, Entry, Leaderboard
 
 
 @pytest.fixture
@@ -93,7 +93,7 @@ def test_add_incr_remove_and_keep_best(board) -> None:
 
 
 def test_works_with_a_bytes_client(lesson) -> None:
-    from redai_lab.connection import connect
+    from redai_lab.lab.connection import connect
 
     raw = connect(lesson.url, decode_responses=False)
     board = Leaderboard(raw, "lb")
@@ -137,7 +137,7 @@ def test_every_read_is_one_round_trip(board, round_trips, redis_url) -> None:
 
 
 def test_concurrent_increments_lose_nothing(redis_url) -> None:
-    from redai_lab.connection import connect
+    from redai_lab.lab.connection import connect
 
     def play(n: int) -> None:
         client = connect(redis_url)
@@ -158,7 +158,7 @@ def test_concurrent_increments_lose_nothing(redis_url) -> None:
 
 def test_a_page_is_one_consistent_state_while_scores_change(redis_url) -> None:
     """The range, its ZCOUNT and the size are read atomically: the top is always rank 1."""
-    from redai_lab.connection import connect
+    from redai_lab.lab.connection import connect
 
     writer_client, reader_client = connect(redis_url), connect(redis_url)
     board = Leaderboard(reader_client, "lb")

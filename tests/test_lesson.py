@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from redai_lab import lesson as lab_lesson
-from redai_lab.connection import database_url
 from redai_lab.errors import RefusedToFlushError
-from redai_lab.lesson import ALLOW_FLUSH_ENV, CliOptions, redis_cli, start_lesson
-from redai_lab.server import LAB_URL_ENV, USER_URL_ENV, RedisServer, start_local
+from redai_lab.lab import lesson as lab_lesson
+from redai_lab.lab.connection import database_url
+from redai_lab.lab.lesson import ALLOW_FLUSH_ENV, CliOptions, redis_cli, start_lesson
+from redai_lab.lab.server import LAB_URL_ENV, USER_URL_ENV, RedisServer, start_local
 
 
 @pytest.fixture
@@ -357,7 +357,7 @@ def test_database_url() -> None:
 
 
 def test_a_unix_socket_server_gets_the_lessons_database(tmp_path) -> None:
-    from redai_lab.server import find_server_binary
+    from redai_lab.lab.server import find_server_binary
 
     socket_path = tmp_path / "redis.sock"
     binary = find_server_binary()
@@ -467,7 +467,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def test_missing_tools_name_each_tool_and_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from redai_lab import durability, tls
+    from redai_lab.lab import durability, tls
 
     monkeypatch.setattr(lab_lesson.shutil, "which", lambda name: None if name == "redis-cli" else f"/bin/{name}")
     assert lab_lesson.missing_tools("01_keys_and_expiry") == ["redis-cli (apt install redis-tools)"]

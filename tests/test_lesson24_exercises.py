@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from redai_lab.exercises import spec
+from redai_lab.lab.exercises import spec
 
 LESSON = "24_transactions_and_scripting"
 

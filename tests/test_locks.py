@@ -1,4 +1,4 @@
-"""redai_lab.locks: mutual exclusion across real processes, owner-only release, deadlines,
+"""redai_lab.patterns.locks: mutual exclusion across real processes, owner-only release, deadlines,
 renewal, fencing, and a semaphore that never over-admits."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from topologies import connect_to, node_url
 
-from redai_lab.locks import (
+from redai_lab.patterns.locks import (
     FencedStorage,
     Lock,
     LockError,
@@ -42,9 +42,9 @@ def wait_until_gone(r, key: str) -> None:
 
 def test_100_processes_critical_sections_never_overlap(r, redis_url) -> None:
     # forkserver: children fork from a clean server process (no threads copied), and
-    # redai_lab.locks is imported once there rather than in each of the 100 children.
+    # redai_lab.patterns.locks is imported once there rather than in each of the 100 children.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["redai_lab.locks"])
+    context.set_forkserver_preload(["redai_lab.patterns.locks"])
     url, cluster = node_url(redis_url)
     processes = [context.Process(target=contend, args=(url, "proc"), kwargs={"cluster": cluster}) for _ in range(100)]
     for process in processes:
@@ -163,7 +163,7 @@ def test_a_process_holding_an_auto_renewed_lock_can_still_exit(redis_url) -> Non
     # The renewer is a daemon thread: a holder that forgets to release does not hang at exit
     # (its lock then expires after ttl).
     code = (
-        "import sys, redis; from redai_lab.locks import Lock\n"
+        "import sys, redis; from redai_lab.patterns.locks import Lock\n"
         "lock = Lock(redis.Redis.from_url(sys.argv[1]), 'forgotten', ttl=5, auto_renew=True)\n"
         "assert lock.acquire()\n"
     )

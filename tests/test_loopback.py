@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from redai_lab import server as lab
+from redai_lab.lab import server as lab
 
 LISTEN = "0A"  # the state column of a listening TCP socket
 

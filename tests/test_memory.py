@@ -1,4 +1,4 @@
-"""Memory and eviction (redai_lab.memory, lesson 22), on throwaway servers of the tests' own:
+"""Memory and eviction (redai_lab.lab.memory, lesson 22), on throwaway servers of the tests' own:
 which keys each policy may evict, what noeviction refuses and still serves, a broker's queue
 evicted from another database, the eviction experiment's bookkeeping, and active expiry."""
 
@@ -10,9 +10,9 @@ import time
 import pytest
 import redis
 
-from redai_lab import memory
 from redai_lab.errors import InvalidArgument
-from redai_lab.memory import CacheWorkload, ExpirySetting, fill, throwaway_server
+from redai_lab.lab import memory
+from redai_lab.lab.memory import CacheWorkload, ExpirySetting, fill, throwaway_server
 
 VOLATILE = [policy for policy in memory.EVICTION_POLICIES if policy.startswith("volatile-")]
 ALLKEYS = [policy for policy in memory.EVICTION_POLICIES if policy.startswith("allkeys-")]

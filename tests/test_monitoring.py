@@ -1,4 +1,4 @@
-"""redai_lab.monitoring against throwaway servers of its own: on the shared server other tests'
+"""redai_lab.lab.monitoring against throwaway servers of its own: on the shared server other tests'
 commands would make the exact counts below impossible."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from redai_lab.monitoring import WATCHED_FIELDS, InfoSampler, MonitorDrain, redis_cli_for, watched
-from redai_lab.server import RedisServer, start_local
+from redai_lab.lab.monitoring import WATCHED_FIELDS, InfoSampler, MonitorDrain, redis_cli_for, watched
+from redai_lab.lab.server import RedisServer, start_local
 
 
 @pytest.fixture

@@ -114,7 +114,7 @@ def test_redact_hides_what_the_scan_looks_for(url: str) -> None:
 
 
 def test_an_error_about_a_url_redacts_it() -> None:
-    from redai_lab.queues import make_celery
+    from redai_lab.patterns.queues import make_celery
 
     with pytest.raises(ValueError) as error:
         make_celery("amqp://guest:hunter2@rabbit:5672//")

@@ -7,24 +7,25 @@ import shutil
 
 import pytest
 
-from redai_lab import bench, benchmarks, cli, connect, pattern_bench
-from redai_lab.lesson import database_count
+from redai_lab import cli, connect
+from redai_lab.bench import benchmarks, harness, peers
+from redai_lab.lab.lesson import database_count
 
 
 @pytest.fixture
 def tiny(monkeypatch: pytest.MonkeyPatch) -> None:
     """Quick mode, smaller still: the test checks the shape and the counts, not the speeds."""
-    scale = pattern_bench.PatternScale(rounds=2, ops=5, lock_threads=3, lock_acquisitions=3, lock_hold=0.001)
-    monkeypatch.setitem(pattern_bench.PATTERN_SCALES, "quick", scale)
+    scale = peers.PatternScale(rounds=2, ops=5, lock_threads=3, lock_acquisitions=3, lock_hold=0.001)
+    monkeypatch.setitem(peers.PATTERN_SCALES, "quick", scale)
 
 
 def test_bench_patterns_counts_every_row_and_cleans_up(tiny, tmp_path, capsys, lab_server, monkeypatch) -> None:
-    monkeypatch.setitem(pattern_bench.PEERS, "no-such-peer", "no_such_peer_module")
+    monkeypatch.setitem(peers.PEERS, "no-such-peer", "no_such_peer_module")
     out = tmp_path / "patterns.json"
     assert cli.main(["bench", "patterns", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "skipped: no-such-peer is not installed (pip install 'redai-lab[bench]')" in printed
-    frame = bench.load(out).set_index("implementation")
+    frame = harness.load(out).set_index("implementation")
     counted = frame.dropna(subset=["round_trips"])
     trips = counted["round_trips"].to_dict()
     assert trips["Cache.get_or_load"] == trips["@cache.cached"] == trips["SessionStore.get"] == 1
@@ -53,11 +54,11 @@ def test_bench_patterns_counts_every_row_and_cleans_up(tiny, tmp_path, capsys, l
 
 def test_the_benchmark_deletes_every_key_it_and_its_peers_wrote(lab_server) -> None:
     """Before the database is emptied: what a peer wrote under its own prefix is gone too."""
-    assert pattern_bench.missing_peers() == [], "the test extra installs every peer"
-    scale = pattern_bench.PatternScale(rounds=1, ops=2, lock_threads=2, lock_acquisitions=2, lock_hold=0.001)
+    assert peers.missing_peers() == [], "the test extra installs every peer"
+    scale = peers.PatternScale(rounds=1, ops=2, lock_threads=2, lock_acquisitions=2, lock_hold=0.001)
     lesson = benchmarks.bench_database(lab_server)
     try:
-        pattern_bench.patterns(bench.Bench(lesson.client), lesson, scale=scale)
+        peers.patterns(harness.Bench(lesson.client), lesson, scale=scale)
         assert list(lesson.client.scan_iter(count=1000)) == []
     finally:
         lesson.finish()

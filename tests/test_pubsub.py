@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from redai_lab.connection import connect
-from redai_lab.pubsub import Listener, ListenerTimeout, Message
+from redai_lab.lab.connection import connect
+from redai_lab.patterns.pubsub import Listener, ListenerTimeout, Message
 
 CHANNEL = "tests:pubsub:news"
 

@@ -21,11 +21,11 @@ from celery.exceptions import ImproperlyConfigured
 from topologies import connect_to
 
 from redai_lab.celery_demo import demo_app, start_worker
-from redai_lab.connection import connect
 from redai_lab.errors import LabError
-from redai_lab.faults import ReplyCutter
-from redai_lab.queues import ReliableQueue, celery_config, make_celery
-from redai_lab.roundtrips import RoundTripCounter
+from redai_lab.lab.connection import connect
+from redai_lab.lab.faults import ReplyCutter
+from redai_lab.lab.roundtrips import RoundTripCounter
+from redai_lab.patterns.queues import ReliableQueue, celery_config, make_celery
 
 pytestmark = pytest.mark.cluster_too
 

@@ -1,4 +1,4 @@
-"""redai_lab.ratelimit: exact under real concurrency, one round trip per check, a TTL on every key."""
+"""redai_lab.patterns.ratelimit: exact under real concurrency, one round trip per check, a TTL on every key."""
 
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from topologies import connect_to
 
-from redai_lab.ratelimit import GCRA, FixedWindow, RateLimiter, SlidingLog, SlidingWindowCounter, TokenBucket
+from redai_lab.patterns.ratelimit import (
+    GCRA,
+    FixedWindow,
+    RateLimiter,
+    SlidingLog,
+    SlidingWindowCounter,
+    TokenBucket,
+)
 
 pytestmark = pytest.mark.cluster_too
 

@@ -1,4 +1,4 @@
-"""ACL users per service on a real throwaway server (redai_lab.acl): each may run what its service
+"""ACL users per service on a real throwaway server (redai_lab.lab.acl): each may run what its service
 needs and is refused the rest with NOPERM; passwords are stored hashed; a disabled default user
 lets nobody in unauthenticated; a real Celery worker runs a task as the Celery user."""
 
@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from redai_lab.acl import SERVICE_RULES, acl_hash, create_user, new_password, permissions
 from redai_lab.errors import redact
-from redai_lab.lesson import redis_cli
-from redai_lab.server import RedisServer, find_server_binary, start_local
+from redai_lab.lab.acl import SERVICE_RULES, acl_hash, create_user, new_password, permissions
+from redai_lab.lab.lesson import redis_cli
+from redai_lab.lab.server import RedisServer, find_server_binary, start_local
 
 
 @pytest.fixture(scope="module")

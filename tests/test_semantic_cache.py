@@ -1,5 +1,5 @@
-"""The semantic cache (``redai_lab.semantic_cache``) and the query engine's lesson space
-(``redai_lab.search``), against the real server: vector sets (Redis 8) and the RediSearch module.
+"""The semantic cache (``redai_lab.patterns.semantic_cache``) and the query engine's lesson space
+(``redai_lab.lab.search``), against the real server: vector sets (Redis 8) and the RediSearch module.
 
 Vectors are unit vectors in the plane at known angles, stored unquantised, so every distance is
 known exactly: 1 - cos(angle between them)."""
@@ -13,10 +13,10 @@ import pytest
 import redis
 
 from redai_lab.errors import InvalidArgument, InvalidArgumentType
-from redai_lab.features import has_command
-from redai_lab.lesson import start_lesson
-from redai_lab.search import search_space
-from redai_lab.semantic_cache import SemanticCache, SemanticCacheDataError, SemanticHit
+from redai_lab.lab.features import has_command
+from redai_lab.lab.lesson import start_lesson
+from redai_lab.lab.search import search_space
+from redai_lab.patterns.semantic_cache import SemanticCache, SemanticCacheDataError, SemanticHit
 
 # question -> angle in degrees
 ANGLES = {"Explain TCP.": 0, "Walk me through TCP.": 20, "Explain UDP.": 40, "Explain DNS.": 90,
@@ -275,7 +275,7 @@ def test_starting_and_finishing_lessons_keeps_every_index(search_lesson, lab_ser
 
 
 def test_the_dataset_is_fixed_and_every_text_has_its_unit_embedding() -> None:
-    from redai_lab import exam_data
+    from redai_lab.lab import exam_data
 
     questions, probes = exam_data.questions(), exam_data.probes()
     assert len(questions) == 384 and len({q.text for q in questions}) == 384
@@ -294,7 +294,7 @@ def test_the_dataset_is_fixed_and_every_text_has_its_unit_embedding() -> None:
 
 
 def test_what_the_dataset_hands_out_cannot_change_what_the_next_caller_gets() -> None:
-    from redai_lab import exam_data
+    from redai_lab.lab import exam_data
 
     vectors = exam_data.embeddings()
     first = next(iter(vectors))

@@ -1,4 +1,4 @@
-"""The local-binary path of redai_lab.server (the only one that can run without Docker)."""
+"""The local-binary path of redai_lab.lab.server (the only one that can run without Docker)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
-from redai_lab import server as lab
 from redai_lab.errors import NoRedisServerError, ServerStartError
+from redai_lab.lab import server as lab
 
 
 def _pid_of(url: str) -> int:
@@ -71,7 +71,7 @@ def test_server_dies_with_its_parent_process(tmp_path) -> None:
     script = textwrap.dedent(
         """
         import sys, time
-        from redai_lab.server import start_local
+        from redai_lab.lab.server import start_local
         server = start_local(modules=[])
         print(server.url, flush=True)
         time.sleep(60)
@@ -233,7 +233,7 @@ def test_a_server_started_from_a_finished_thread_still_dies_with_its_process() -
     script = textwrap.dedent(
         """
         import threading, time
-        from redai_lab.server import start_local
+        from redai_lab.lab.server import start_local
         servers = []
         worker = threading.Thread(target=lambda: servers.append(start_local(modules=[])))
         worker.start()

@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from redai_lab.server import start_local
-from redai_lab.sessions import SessionStore
+from redai_lab.lab.server import start_local
+from redai_lab.patterns.sessions import SessionStore
 from redai_lab.service import ExamDatabase, create_app, serve
 
 

@@ -1,4 +1,4 @@
-"""redai_lab.sessions against a real server: expiry, rotation, logout everywhere, concurrent
+"""redai_lab.patterns.sessions against a real server: expiry, rotation, logout everywhere, concurrent
 field writers (real threads), round trips counted."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from redis.crc import key_slot
 from topologies import connect_to
 
 from redai_lab import LabError
-from redai_lab.sessions import USER, SessionError, SessionNotFound, SessionStore
+from redai_lab.patterns.sessions import USER, SessionError, SessionNotFound, SessionStore
 
 pytestmark = pytest.mark.cluster_too
 

@@ -30,8 +30,9 @@ import pytest
 
 pytest.importorskip("mkdocs_jupyter", reason="the website's tools need Python 3.11+ and the docs extra")
 
-from redai_lab import exercises, site  # noqa: E402
-from redai_lab.server import chosen_server  # noqa: E402
+from redai_lab import site  # noqa: E402
+from redai_lab.lab import exercises  # noqa: E402
+from redai_lab.lab.server import chosen_server  # noqa: E402
 
 if chosen_server() != "redis8":  # CI's runs on redis7 and valkey9 would check the same pages again
     pytest.skip("the website does not depend on the server: it is checked on the default server's run",
@@ -118,6 +119,13 @@ def build_fails(root: Path, capsys: Capture) -> str:
     lines = (captured.out + captured.err).strip().splitlines()
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def test_every_layer_has_api_pages_and_no_exercise_module_has_one() -> None:
+    modules = site.api_modules(site.ROOT)
+    assert {"redai_lab", "redai_lab.errors", "redai_lab.patterns", "redai_lab.patterns.cache", "redai_lab.lab.server",
+            "redai_lab.lab.exercises", "redai_lab.bench.harness"} <= set(modules)
+    assert not [module for module in modules if module.startswith("redai_lab.lab.exercises.")]  # the solutions
 
 
 def test_a_notebook_without_outputs_fails_the_build_in_one_line(tmp_path: Path, capsys: Capture) -> None:
@@ -363,7 +371,7 @@ def visits(browser, site_url: str, site_dir: Path) -> dict[str, Visit]:
 def test_every_page_loads_without_console_errors(visits: dict[str, Visit], site_dir: Path) -> None:
     lessons = {f"notebooks/{Path(name).stem}.html" for name in site.notebook_names(site.ROOT)}
     assert lessons <= visits.keys()  # every lesson has a page
-    assert {"index.html", "docs/compatibility.html", "api/redai_lab.cache.html"} <= visits.keys()
+    assert {"index.html", "docs/compatibility.html", "api/redai_lab.patterns.cache.html"} <= visits.keys()
     problems = {name: visit.errors for name, visit in visits.items() if visit.errors}
     assert not problems
 

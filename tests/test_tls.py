@@ -1,4 +1,4 @@
-"""TLS on a real server (redai_lab.tls): verification succeeds with the lab's CA and fails, each
+"""TLS on a real server (redai_lab.lab.tls): verification succeeds with the lab's CA and fails, each
 with its own message, with a wrong CA, an expired server certificate, a plain client on the TLS
 port, and a missing client certificate under mutual TLS."""
 
@@ -15,11 +15,12 @@ import pytest
 import redis
 from cryptography import x509
 
-from redai_lab import connect, tls
+from redai_lab import connect
 from redai_lab.errors import LabConnectionError, ServerStartError
-from redai_lab.lesson import redis_cli
-from redai_lab.server import find_server_binary
-from redai_lab.tls import Certificates, TLSServer, make_certificates, start_tls_server, tls_binary
+from redai_lab.lab import tls
+from redai_lab.lab.lesson import redis_cli
+from redai_lab.lab.server import find_server_binary
+from redai_lab.lab.tls import Certificates, TLSServer, make_certificates, start_tls_server, tls_binary
 
 pytestmark = pytest.mark.skipif(tls_binary() is None, reason="no TLS-capable redis-server (apt install redis-tools)")
 

@@ -13,7 +13,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from redai_lab.errors import ServerStartError
-from redai_lab.topology import (
+from redai_lab.lab.topology import (
     CLUSTER_SLOTS,
     address,
     client_for,

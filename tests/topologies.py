@@ -11,7 +11,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from redai_lab.connection import connect, connect_cluster
+from redai_lab.lab.connection import connect, connect_cluster
 
 CLUSTER_SCHEME = "cluster+redis://"  # tests' own marker: connect_to() connects with connect_cluster()
 

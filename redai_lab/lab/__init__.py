@@ -1,0 +1,2 @@
+"""The lab itself: servers and topologies, connect(), lessons and their exercises, faults, round-trip
+counting, and what a server can do. It imports no pattern."""
