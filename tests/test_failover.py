@@ -11,10 +11,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from test_topology import _child_servers
 
-from redai_lab.lab.failover import LOG, measure_failover, start_partitionable_topology
+from redai_lab.lab.failover import LOG, _settle, measure_failover, start_partitionable_topology
 from redai_lab.lab.faults import PartitionProxy
 from redai_lab.lab.server import start_local
-from redai_lab.lab.topology import address, client_for
+from redai_lab.lab.topology import _wait_for, address, client_for
 
 
 def _connect(proxy: PartitionProxy) -> socket.socket:
@@ -116,6 +116,20 @@ def test_min_replicas_to_write_makes_the_isolated_primary_refuse(topology) -> No
     assert run.downtime > 5
     _accounted_exactly(topology, run)
     _whole_again(topology, old_port)
+
+
+def test_a_second_failover_leaves_the_topology_following_the_sentinels(topology) -> None:
+    # What a loaded machine can do after a run: the Sentinels fail over again on their own.
+    before, nodes = topology.primary, topology.data_nodes()
+    with client_for(topology.sentinels[0]) as sentinel:
+        sentinel.execute_command("SENTINEL", "FAILOVER", topology.service_name)
+        _wait_for(lambda: int(sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.service_name)[1])
+                  != topology.proxy_of(before).port, 30, "no failover")
+    _wait_for(lambda: _settle(topology, nodes), 30, "the nodes did not settle")
+    assert topology.primary is not before and before in topology.replicas and len(topology.replicas) == 2
+    assert client_for(topology.primary).info("replication")["role"] == "master"
+    run = measure_failover(topology, fault="kill")  # the next run starts from the new primary
+    assert run.lost == 0 and run.acknowledged > 0
 
 
 def test_down_after_holds_inside_the_block_only(topology) -> None:

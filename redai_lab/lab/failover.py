@@ -258,7 +258,24 @@ def _rejoin_as_replica(topology: PartitionableTopology, node: RedisServer, prima
     else:
         with client_for(node) as client:
             client.replicaof("127.0.0.1", primary_port)
-    others = [n for n in topology.data_nodes() if n is not primary and address(n) != address(node)]
-    topology.primary, topology.replicas = primary, [*others, node]
-    _wait_for(lambda: _replicas_in_sync(primary, topology.replicas), 30,
-              "the old primary did not finish its sync as a replica")
+    nodes = [n for n in topology.data_nodes() if address(n) != address(node)] + [node]
+    _wait_for(lambda: _settle(topology, nodes), 30, "the old primary did not finish its sync as a replica")
+
+
+def _settle(topology: PartitionableTopology, nodes: list[RedisServer]) -> bool:
+    """True once every Sentinel names one primary and the other nodes are its replicas, in sync;
+    the topology then says so. On a loaded machine a primary can miss a second of pings and the
+    Sentinels fail over again: the next run must start from the primary they chose."""
+    named = set()
+    for sentinel in topology.sentinels:
+        with client_for(sentinel) as client:
+            named.add(tuple(client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.service_name)))
+    if len(named) != 1:
+        return False
+    host, port = named.pop()
+    primary = topology.node_behind((host, int(port)))
+    replicas = [n for n in nodes if n is not primary]
+    if not _replicas_in_sync(primary, replicas):
+        return False
+    topology.primary, topology.replicas = primary, replicas
+    return True
