@@ -121,8 +121,9 @@ def test_min_replicas_to_write_makes_the_isolated_primary_refuse(topology) -> No
 def test_a_second_failover_leaves_the_topology_following_the_sentinels(topology) -> None:
     # What a loaded machine can do after a run: the Sentinels fail over again on their own.
     before, nodes = topology.primary, topology.data_nodes()
-    with client_for(topology.sentinels[0]) as sentinel:
-        sentinel.execute_command("SENTINEL", "FAILOVER", topology.service_name)
+    with client_for(topology.sentinels[0]) as sentinel:  # INPROG while the last run's failover ends: ask again
+        _wait_for(lambda: bool(sentinel.execute_command("SENTINEL", "FAILOVER", topology.service_name)), 30,
+                  "no Sentinel failover could start")
         _wait_for(lambda: int(sentinel.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", topology.service_name)[1])
                   != topology.proxy_of(before).port, 30, "no failover")
     _wait_for(lambda: _settle(topology, nodes), 30, "the nodes did not settle")
